@@ -1,0 +1,135 @@
+"""Image encoder + prompt decoder with an embedding cache: each slice is encoded at most once."""
+
+import logging
+import threading
+
+import numpy as np
+
+from .device import encoder_dtype, import_torch, select_device
+from .embedding_cache import EmbeddingCache
+from .preprocess import transform_for
+from .registry import get_spec
+
+log = logging.getLogger(__name__)
+
+
+def _is_out_of_memory(exc):
+    torch = import_torch()
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+
+
+class Predictor:
+    """Loads a model once and answers box prompts on 2D uint8 slices.
+
+    Thread-safe: several segmentations may share one predictor (and its cache); network
+    calls are serialised by a lock, which costs nothing on a 2-core CPU or a single GPU.
+    """
+
+    def __init__(self, model=None, checkpoint=None, device="auto", precision="auto", cache_mb=1024,
+                 batch_size=None, **resolve_options):
+        from .models import load_network
+
+        self.spec = get_spec(model)
+        self.device = select_device(device)
+        self.network, self.checkpoint = load_network(self.spec, checkpoint, self.device, **resolve_options)
+        self.transform = transform_for(self.spec.image_size)
+        self.precision = precision
+        self.encoder_dtype = encoder_dtype(self.device, precision)
+        self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
+        self.cache = EmbeddingCache(cache_mb * 2**20)
+        self.notices = []  # user-facing messages, e.g. a fall-back from GPU to CPU
+        self.encoded = 0
+        self._lock = threading.RLock()
+
+    @property
+    def model_name(self):
+        return self.spec.name
+
+    # -- encoder -----------------------------------------------------------------------
+    def _encode_now(self, images):
+        torch = import_torch()
+        batch = torch.from_numpy(np.stack([self.transform.image_tensor(im) for im in images]))
+        batch = batch.to(self.device)
+        with torch.inference_mode():
+            if self.encoder_dtype == torch.float32:
+                out = self.network.image_encoder(batch)
+            else:
+                with torch.autocast(self.device.type, dtype=self.encoder_dtype):
+                    out = self.network.image_encoder(batch)
+        self.encoded += len(images)
+        return list(out)
+
+    def _fall_back_to_cpu(self):
+        torch = import_torch()
+        self.notices.append(f"{self.device.type.upper()} ran out of memory; continuing on the CPU (slower)")
+        log.warning(self.notices[-1])
+        self.device = torch.device("cpu")
+        self.network = self.network.to(self.device)
+        self.encoder_dtype = encoder_dtype(self.device, "float32")
+        self.cache.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _encode_resilient(self, images):
+        """Encode; on GPU out-of-memory retry in halves, then on the CPU."""
+        try:
+            return self._encode_now(images)
+        except (RuntimeError, MemoryError) as exc:
+            if self.device.type == "cpu" or not _is_out_of_memory(exc):
+                raise
+        torch = import_torch()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(images) > 1:
+            half = len(images) // 2
+            self.batch_size = max(1, half)
+            self.notices.append(f"GPU memory is short; encoding {self.batch_size} slice(s) at a time")
+            return self._encode_resilient(images[:half]) + self._encode_resilient(images[half:])
+        self._fall_back_to_cpu()
+        return self._encode_now(images)
+
+    def embeddings(self, keys, image_of):
+        """Embeddings for `keys`, encoding the missing ones in batches. image_of(key) -> uint8 2D."""
+        with self._lock:
+            found = {k: self.cache.get(k) for k in keys}
+            missing = [k for k in keys if found[k] is None]
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                for key, emb in zip(chunk, self._encode_resilient([image_of(k) for k in chunk])):
+                    self.cache.put(key, emb)
+                    found[key] = emb
+            return [found[k] for k in keys]
+
+    def embedding(self, key, image):
+        return self.embeddings([key], lambda _k: image)[0]
+
+    # -- decoder -----------------------------------------------------------------------
+    def decode(self, embedding, model_box, hw):
+        """Mask (bool H x W) for a box already in model coordinates (x0, y0, x1, y1)."""
+        torch = import_torch()
+        with self._lock, torch.inference_mode():
+            net = self.network
+            emb = embedding.to(self.device, torch.float32)[None]
+            box = torch.as_tensor(np.asarray(model_box, np.float32), device=self.device)[None, None, :]
+            sparse, dense = net.prompt_encoder(points=None, boxes=box, masks=None)
+            logits, _ = net.mask_decoder(
+                image_embeddings=emb,
+                image_pe=net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            return self.transform.mask_from_logits(logits[0, 0], hw)
+
+    def segment_2d(self, image, box_xyxy, cache_key=None, official_box=False):
+        """uint8 mask of a uint8 2D image for a pixel box (x0, y0, x1, y1), inclusive."""
+        image = np.asarray(image)
+        hw = image.shape[:2]
+        key = cache_key if cache_key is not None else ("array", image.tobytes().__hash__(), hw)
+        emb = self.embedding(key, image)
+        scale = self.transform.box_official if official_box else self.transform.box_exact
+        return self.decode(emb, scale(box_xyxy, hw), hw).astype(np.uint8)
+
+    def clear_cache(self):
+        self.cache.clear()
