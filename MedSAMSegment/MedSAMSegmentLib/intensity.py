@@ -163,6 +163,7 @@ def guess_modality(volume):
     A plain rule: CT volumes contain air (-1000 HU, padding down to -3024); MR volumes are non-negative or
     have arbitrary scanner units that rarely reach far below zero.
     """
+    _check_volume(volume)
     lo, hi = _finite_min_max(volume)
     return "CT" if -3100.0 <= lo <= -500.0 and hi >= 0.0 else "MR"
 

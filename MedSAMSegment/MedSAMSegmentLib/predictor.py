@@ -105,22 +105,27 @@ class Predictor:
         return self.embeddings([key], lambda _k: image)[0]
 
     # -- decoder -----------------------------------------------------------------------
-    def decode(self, embedding, model_box, hw):
-        """Mask (bool H x W) for a box already in model coordinates (x0, y0, x1, y1)."""
+    def decode_logits(self, embedding, model_box):
+        """Low-resolution logits (torch, model grid) and the decoder's own IoU estimate."""
         torch = import_torch()
         with self._lock, torch.inference_mode():
             net = self.network
             emb = embedding.to(self.device, torch.float32)[None]
             box = torch.as_tensor(np.asarray(model_box, np.float32), device=self.device)[None, None, :]
             sparse, dense = net.prompt_encoder(points=None, boxes=box, masks=None)
-            logits, _ = net.mask_decoder(
+            logits, iou = net.mask_decoder(
                 image_embeddings=emb,
                 image_pe=net.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
             )
-            return self.transform.mask_from_logits(logits[0, 0], hw)
+            return logits[0, 0], float(iou[0, 0])
+
+    def decode(self, embedding, model_box, hw):
+        """Mask (bool H x W) for a box already in model coordinates (x0, y0, x1, y1)."""
+        logits, _ = self.decode_logits(embedding, model_box)
+        return self.transform.mask_from_logits(logits, hw)
 
     def segment_2d(self, image, box_xyxy, cache_key=None, official_box=False):
         """uint8 mask of a uint8 2D image for a pixel box (x0, y0, x1, y1), inclusive."""

@@ -1,0 +1,144 @@
+"""Predictor cache, propagation along any axis, stopping rules, cancel and progress (real model)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from engine_support import dice, load_case, shared_predictor
+from MedSAMSegmentLib.errors import CancelledError, InputError
+from MedSAMSegmentLib.intensity import auto_window
+from MedSAMSegmentLib.propagation import segment_slice, segment_volume
+
+CASE = "mr_brain1_tumor"
+BOX = (189, 144, 11, 208, 160, 17)  # tumour: tight box on its middle slice, its slice range
+
+
+@pytest.fixture(scope="module")
+def brain(cases_dir):
+    image, label = load_case(CASE)
+    return image, label, auto_window(image, modality="MR")
+
+
+def test_tinyvit_loads_the_official_checkpoint_strictly():
+    from MedSAMSegmentLib import weights
+    from MedSAMSegmentLib.models import build_network
+
+    state = weights.load_state_dict(weights.embedded_litemedsam_path())
+    assert len(state) == 435 and sum(t.numel() for t in state.values()) == 9_801_439
+    missing, unexpected = build_network("litemedsam").load_state_dict(state, strict=True)
+    assert not missing and not unexpected
+
+
+def test_a_second_box_on_an_encoded_slice_costs_only_the_decoder(brain):
+    image, label, window = brain
+    pred = shared_predictor()
+    first = segment_slice(pred, image, window, "k", 14, (189, 144, 208, 160))
+    encoded = pred.encoded
+    second = segment_slice(pred, image, window, "k", 14, (185, 140, 212, 165))
+    assert pred.encoded == encoded
+    assert first.any() and second.any() and dice(first, label[14] == 1) > 0.3
+
+
+def test_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
+    import torch
+
+    from MedSAMSegmentLib.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(max_bytes=3 * 4 * 1000)
+    for n in range(5):
+        cache.put(n, torch.zeros(1000))
+        cache.get(0)  # keep 0 hot
+    assert len(cache) == 3 and cache.nbytes <= cache.max_bytes
+    assert 0 in cache and 4 in cache and 1 not in cache
+
+
+def test_propagation_is_the_same_along_every_axis(brain):
+    image, _, window = brain
+    pred = shared_predictor()
+    along_k = segment_volume(pred, image, window, BOX, axis="k", mode="default").mask
+    # Make the original k slices the i slices of a new volume: V'[a, b, c] = V[c, a, b].
+    moved = np.ascontiguousarray(image.transpose(1, 2, 0))
+    box = (BOX[2], BOX[0], BOX[1], BOX[5], BOX[3], BOX[4])
+    along_i = segment_volume(pred, moved, window, box, axis="i", mode="default").mask
+    assert along_k.any()
+    assert np.array_equal(along_i, along_k.transpose(1, 2, 0))
+
+
+def test_default_mode_stays_in_range_and_beats_official_on_a_padded_range(brain):
+    image, label, window = brain
+    pred = shared_predictor()
+    padded = (BOX[0], BOX[1], BOX[2] - 3, BOX[3], BOX[4], BOX[5] + 3)
+    default = segment_volume(pred, image, window, padded, axis="k", mode="default")
+    official = segment_volume(pred, image, window, padded, axis="k", mode="official")
+    touched = np.nonzero(default.mask.any(axis=(1, 2)))[0]
+    assert touched.min() >= padded[2] and touched.max() <= padded[5]
+    assert len(official.slices) == padded[5] - padded[2] + 1  # official never stops early
+    assert dice(default.mask, label == 1) >= dice(official.mask, label == 1)
+    # it stopped where the tumour ends instead of segmenting the 3 extra slices on each side
+    assert len(default.slices) < len(official.slices)
+    assert any(reason and reason.startswith("object ended") for reason in default.stop_reasons.values())
+
+
+def test_single_slice_volume_is_segmented(brain):
+    image, label, window = brain
+    one = np.ascontiguousarray(image[14:15])
+    res = segment_volume(shared_predictor(), one, window, (189, 144, 0, 208, 160, 0), axis="k")
+    assert res.mask.shape == one.shape and dice(res.mask[0], label[14] == 1) > 0.3
+
+
+def test_cancel_stops_between_slices_and_progress_reports_each_slice(brain):
+    image, _, window = brain
+    seen = []
+    with pytest.raises(CancelledError):
+        segment_volume(shared_predictor(), image, window, BOX, axis="k", mode="official",
+                       progress=lambda done, total: seen.append((done, total)),
+                       cancel=lambda: len(seen) >= 2)
+    assert seen == [(1, 7), (2, 7)]
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ((10, 10, 5, 5, 20, 6), "inverted"),
+        ((300, 10, 5, 310, 20, 6), "outside the volume"),
+        ((10, 10, 30, 20, 20, 40), "outside the volume"),
+        ((10, 10, 5, 10, 20, 6), "too small"),
+        ((1, 2, 3), "6 numbers"),
+    ],
+)
+def test_bad_boxes_are_refused_before_any_model_call(brain, box, message):
+    image, _, window = brain
+    pred = shared_predictor()
+    encoded = pred.encoded
+    with pytest.raises(InputError, match=message):
+        segment_volume(pred, image, window, box, axis="k")
+    assert pred.encoded == encoded
+
+
+def test_two_segmentations_at_once_in_threads_match_sequential_results(brain, cases_dir):
+    image, _, window = brain
+    spine, _ = load_case("mr_cspine_t2_cord")
+    spine_window = auto_window(spine, modality="MR")
+    pred = shared_predictor()
+    jobs = {"brain": (image, window, (189, 144, 13, 208, 160, 15)),
+            "spine": (spine, spine_window, (20, 27, 26, 32, 34, 28))}
+    expected = {n: segment_volume(pred, v, w, b, axis="k").mask for n, (v, w, b) in jobs.items()}
+    pred.clear_cache()
+    got, errors = {}, []
+
+    def work(name):
+        try:
+            v, w, b = jobs[name]
+            got[name] = segment_volume(pred, v, w, b, axis="k").mask
+        except Exception as exc:  # reported below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name in jobs:
+        assert np.array_equal(got[name], expected[name]), name
