@@ -1,0 +1,238 @@
+"""The MedSAM effect's Qt-free half on real MRML (slicer-core): box prompts from a drag in any view,
+slice ranges, the modifier labelmap on the Segment Editor's grid applied through Slicer's own segment
+editor logic (masking, replace-in-slab, undo), the preview node, and the rubber band."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core is not installed")
+import slicer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "SegmentEditorMedSAM"))
+from SegmentEditorMedSAMLib import effectlogic  # noqa: E402
+from SegmentEditorMedSAMLib.effectlogic import BoxPrompt  # noqa: E402
+from SegmentEditorMedSAMLib.rubberband import RubberBand  # noqa: E402
+
+from MedSAMSegmentLib import mrml_io  # noqa: E402
+from MedSAMSegmentLib.errors import InputError  # noqa: E402
+from MedSAMSegmentLib.mrml_logic import MedSAMLogic  # noqa: E402
+
+SHAPE = (12, 40, 50)  # K, J, I
+# LPS-stored volume as Slicer shows it: i -> -R (x flipped), j -> -A, k -> S; anisotropic spacing.
+IJK_TO_RAS = np.array([[-0.8, 0, 0, 20.0], [0, -0.8, 0, 15.0], [0, 0, 3.0, -10.0], [0, 0, 0, 1]])
+
+
+def ras(ijk):
+    return (IJK_TO_RAS @ np.r_[np.asarray(ijk, float), 1.0])[:3]
+
+
+@pytest.fixture
+def volume(slicer_core):
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE) % 97
+    return slicer_core.addVolume(data, IJK_TO_RAS, "MR")
+
+
+# -- box prompts ----------------------------------------------------------------------------------
+def test_box_prompt_round_trips_and_rejects_garbage():
+    prompt = BoxPrompt("j", (1, 5, 2, 9, 5, 8))
+    assert BoxPrompt.fromParameter(prompt.toParameter()) == prompt
+    assert BoxPrompt.fromParameter("") is None
+    assert prompt.sliceRange == (5, 5) and prompt.keySlice == 5
+    for bad in ("k:1,2,3", "x:1,2,3,4,5,6", "k:a,b,c,d,e,f"):
+        with pytest.raises(InputError):
+            BoxPrompt.fromParameter(bad)
+
+
+@pytest.mark.parametrize("normal, axis, box", [
+    ((0, 0, 1), "k", (10, 8, 6, 30, 20, 6)),  # axial view
+    ((0, 1, 0), "j", (10, 8, 3, 30, 8, 9)),  # coronal view
+    ((1, 0, 0), "i", (10, 8, 3, 10, 20, 9)),  # sagittal view
+])
+def test_drag_in_any_view_gives_the_box_in_that_plane(volume, normal, axis, box):
+    """The two dragged corners (world RAS, as xyToRas gives them) lie in the view plane; the slice
+    axis follows the view normal and the slice is the one the drag started on."""
+    i0, j0, k0, i1, j1, k1 = box
+    start, end = ras((i0, j0, k0)), ras((i1, j1, k1))
+    prompt = effectlogic.boxFromRasCorners(volume, start, end, normal)
+    assert prompt == BoxPrompt(axis, box)
+    # dragging the other way round gives the same box
+    assert effectlogic.boxFromRasCorners(volume, end, start, normal).box == box
+
+
+def test_drag_is_clipped_to_the_volume_and_too_small_boxes_refused(volume):
+    prompt = effectlogic.boxFromRasCorners(volume, ras((-20, -5, 4)), ras((70, 60, 4)), (0, 0, 1))
+    assert prompt.box == (0, 0, 4, SHAPE[2] - 1, SHAPE[1] - 1, 4)
+    with pytest.raises(InputError):
+        effectlogic.boxFromRasCorners(volume, ras((5, 5, 4)), ras((5, 5, 4)), (0, 0, 1))  # a click, no drag
+    with pytest.raises(InputError, match="outside"):
+        effectlogic.boxFromRasCorners(volume, ras((5, 5, 40)), ras((9, 9, 40)), (0, 0, 1))
+
+
+def test_roi_prompt_uses_the_roi_voxels_and_slices(slicer_core, volume):
+    lo, hi = np.array([10, 8, 3]), np.array([30, 20, 7])
+    center = (ras(lo) + ras(hi)) / 2
+    size = np.abs(ras(hi) - ras(lo)) + np.array([0.5, 0.5, 2.0])
+    roi = slicer_core.addRoi(center, size)
+    prompt = effectlogic.roiPrompt(MedSAMLogic(), volume, roi)
+    assert prompt == BoxPrompt("k", (10, 8, 3, 30, 20, 7))
+    assert prompt.keySlice == 5
+
+
+@pytest.mark.parametrize("mode, rangeMode, around, expected", [
+    ("slice", "roi", 0, (5, 5)),
+    ("propagate", "roi", 0, (3, 7)),
+    ("propagate", "around", 2, (3, 7)),
+    ("propagate", "around", 100, (0, SHAPE[0] - 1)),
+    ("propagate", "volume", 0, (0, SHAPE[0] - 1)),
+])
+def test_slice_ranges(mode, rangeMode, around, expected):
+    prompt = BoxPrompt("k", (10, 8, 3, 30, 20, 7))
+    box, key = effectlogic.requestBox(prompt, mode, rangeMode, around, SHAPE)
+    assert key == 5 and box[:2] == (10, 8) and box[3:5] == (30, 20)
+    assert (box[2], box[5]) == expected
+
+
+def test_slice_ranges_along_other_axes_and_bad_options():
+    prompt = BoxPrompt("i", (7, 8, 3, 7, 20, 9))
+    box, key = effectlogic.requestBox(prompt, "propagate", "volume", 0, SHAPE)
+    assert box == (0, 8, 3, SHAPE[2] - 1, 20, 9) and key == 7
+    with pytest.raises(InputError):
+        effectlogic.requestBox(prompt, "everything", "roi", 0, SHAPE)
+    with pytest.raises(InputError):
+        effectlogic.requestBox(prompt, "propagate", "nearby", 0, SHAPE)
+
+
+# -- applying through Slicer's segment editor logic -----------------------------------------------
+def makeEditor(core, segmentation, volume):
+    editorNode = core.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    editor.SetMRMLScene(core.scene)
+    editor.SetMRMLApplicationLogic(core.appLogic)
+    editor.SetSegmentEditorNode(editorNode)
+    editor.SetSegmentationNode(segmentation)
+    editor.SetSourceVolumeNode(volume)
+    editor.SetMaximumNumberOfUndoStates(5)
+    assert editor.UpdateAlignedSourceVolume()
+    return editor, editorNode
+
+
+def block(lo, hi):
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = 1
+    return mask
+
+
+def segmentMask(core, segmentation, segmentId, volume):
+    return core.segmentArray(segmentation, segmentId, volume) > 0
+
+
+@pytest.mark.parametrize("finer", [False, True])
+def test_apply_add_and_replace_in_processed_slices(slicer_core, volume, vtk_messages, finer):
+    """"add" unites; "replace" (remove the slab, add) changes the processed slices only. With a finer
+    segmentation grid than the volume (finer=True) the mask is resampled onto the editor's grid."""
+    segmentation = slicer_core.addSegmentation(referenceVolume=volume)
+    if finer:
+        fine = IJK_TO_RAS.copy()
+        fine[:3, :3] /= 2
+        fine[:3, 3] = ras((-0.25, -0.25, -0.25))
+        reference = slicer_core.addVolume(np.zeros((SHAPE[0] * 2, SHAPE[1] * 2, SHAPE[2] * 2), np.uint8), fine, "fine")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    logic = MedSAMLogic()
+    old = block((5, 5, 2), (9, 9, 2)) | block((35, 30, 6), (40, 35, 6))
+    segmentId = logic.writeMaskToSegment(old, volume, segmentation, "target")
+    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editorNode.SetSelectedSegmentID(segmentId)
+    reference = editor.GetAlignedSourceVolume()
+    box, axis = (10, 8, 5, 30, 20, 7), "k"
+    new = block((12, 10, 5), (25, 18, 7))
+
+    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, reference)
+    slab = effectlogic.slabLabelmap(box, axis, volume, segmentation, reference)
+    editor.SaveStateForUndo()  # what the effect's apply does for "replace": remove the slab, add the mask
+    editor.ModifySegmentByLabelmap(segmentation, segmentId, slab, editor.ModificationModeRemove, True, False)
+    editor.ModifySegmentByLabelmap(segmentation, segmentId, labelmap, editor.ModificationModeAdd, True, False)
+    result = segmentMask(slicer_core, segmentation, segmentId, volume)
+    expected = new.astype(bool) | block((5, 5, 2), (9, 9, 2)).astype(bool)  # slice 6's old block replaced
+    assert np.array_equal(result, expected)
+
+    editor.Undo()  # one undo step reverts both
+    assert np.array_equal(segmentMask(slicer_core, segmentation, segmentId, volume), old.astype(bool))
+    editor.SaveStateForUndo()
+    editor.ModifySegmentByLabelmap(segmentation, segmentId, labelmap, editor.ModificationModeAdd, True, False)
+    assert np.array_equal(segmentMask(slicer_core, segmentation, segmentId, volume), old.astype(bool) | new.astype(bool))
+    assert not vtk_messages.errors
+
+
+def test_apply_honours_the_editable_area(slicer_core, volume, vtk_messages):
+    segmentation = slicer_core.addSegmentation(referenceVolume=volume)
+    logic = MedSAMLogic()
+    area = block((0, 0, 0), (19, 39, 11))  # left part of the volume only
+    areaId = logic.writeMaskToSegment(area, volume, segmentation, "area")
+    targetId = logic.writeMaskToSegment(np.zeros(SHAPE, np.uint8), volume, segmentation, "target")
+    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editorNode.SetSelectedSegmentID(targetId)
+    editorNode.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    editorNode.SetMaskSegmentID(areaId)
+    new = block((12, 10, 5), (25, 18, 7))
+    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
+    editor.ModifySegmentByLabelmap(segmentation, targetId, labelmap, editor.ModificationModeAdd, True, False)
+    assert np.array_equal(segmentMask(slicer_core, segmentation, targetId, volume), new.astype(bool) & area.astype(bool))
+    assert not vtk_messages.errors
+
+
+def test_mask_of_the_wrong_shape_is_refused(slicer_core, volume):
+    segmentation = slicer_core.addSegmentation(referenceVolume=volume)
+    with pytest.raises(InputError, match="shape"):
+        effectlogic.maskToLabelmap(np.zeros((2, 2, 2), np.uint8), volume, segmentation, slicer.vtkOrientedImageData())
+
+
+# -- preview node ---------------------------------------------------------------------------------
+def test_preview_is_a_separate_translucent_segmentation(slicer_core, volume, vtk_messages):
+    segmentation = slicer_core.addSegmentation("Lesions", referenceVolume=volume)
+    transform = slicer_core.addLinearTransform(np.eye(4))
+    segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    editor, _editorNode = makeEditor(slicer_core, segmentation, volume)
+    new = block((12, 10, 5), (25, 18, 7))
+    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
+
+    preview = effectlogic.createPreviewNode(slicer_core.scene, segmentation)
+    segmentId = effectlogic.updatePreview(preview, labelmap, "tumour", (0.2, 0.4, 0.6))
+    assert preview.GetName() == "Lesions preview" and preview is not segmentation
+    assert preview.GetParentTransformNode() is transform
+    assert preview.GetDisplayNode().GetOpacity() == pytest.approx(effectlogic.PREVIEW_OPACITY)
+    segment = preview.GetSegmentation().GetSegment(segmentId)
+    assert segment.GetName() == "tumour" and segment.GetColor() == pytest.approx((0.2, 0.4, 0.6))
+    assert np.array_equal(mrml_io.readSegmentMask(preview, segmentId, volume), new)
+    # an update replaces the preview's content, still one segment
+    effectlogic.updatePreview(preview, effectlogic.maskToLabelmap(new * 0, volume, segmentation, labelmap), "tumour", (1, 0, 0))
+    assert preview.GetSegmentation().GetNumberOfSegments() == 1
+    assert not mrml_io.readSegmentMask(preview, segmentId, volume).any()
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 0  # nothing written to the real one
+    assert not vtk_messages.errors
+
+
+# -- rubber band ----------------------------------------------------------------------------------
+def test_rubber_band_follows_the_drag_then_the_view():
+    band = RubberBand()
+    assert not band.actor.GetVisibility()
+    band.start((10, 20))
+    band.setXy((10, 20), (50, 60))
+    assert band.dragging and band.actor.GetVisibility()
+    assert [band.points.GetPoint(i)[:2] for i in range(4)] == [(10, 20), (50, 20), (50, 60), (10, 60)]
+    assert band.displayCorners((50, 60)) == [(10, 20), (50, 20), (50, 60), (10, 60)]
+    assert band.polyData.GetNumberOfCells() == 1 and band.polyData.GetCell(0).GetNumberOfPoints() == 5
+
+    rasCorners = [(0, 0, 5), (4, 0, 5), (4, 4, 5), (0, 4, 5)]
+    band.finish(rasCorners, sliceOffset=5.0)
+    assert not band.dragging
+    zoomed = lambda p: (2 * p[0], 2 * p[1])  # noqa: E731 - the view's RAS -> xy after a zoom
+    assert band.reposition(zoomed, 5.0)
+    assert [band.points.GetPoint(i)[:2] for i in range(4)] == [(0, 0), (8, 0), (8, 8), (0, 8)]
+    assert not band.reposition(zoomed, 8.0) and not band.actor.GetVisibility()  # another slice
+    assert band.reposition(zoomed, 5.0 + 1e-4)
+    band.clear()
+    assert not band.reposition(zoomed, 5.0)
