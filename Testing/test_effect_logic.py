@@ -236,3 +236,47 @@ def test_rubber_band_follows_the_drag_then_the_view():
     assert band.reposition(zoomed, 5.0 + 1e-4)
     band.clear()
     assert not band.reposition(zoomed, 5.0)
+
+
+# -- the whole non-Qt path of the effect, with the real model -------------------------------------
+def test_effect_path_on_the_bundled_sample(slicer_core, vtk_messages):
+    """What Apply does after a drag on the tumour's middle slice: box from the drag, LiteMedSAM on
+    that slice (CPU), mask onto the editor's grid, written through Slicer's segment editor logic."""
+    pytest.importorskip("torch")
+    from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, dice, official_box
+    from MedSAMSegmentLib.settings import MedSAMSettings
+
+    volume = slicer_core.volumesLogic.AddArchetypeVolume(str(SAMPLE_IMAGE), "brain1")
+    labelNode = slicer_core.volumesLogic.AddArchetypeVolume(str(SAMPLE_LABEL), "label")
+    label = mrml_io.volumeArray(labelNode) > 0
+    i0, j0, k0, i1, j1, k1 = official_box(label)
+    middle = int((k1 - k0) / 2 + k0)
+    ijkToRas = mrml_io.volumeIjkToWorldMatrix(volume)
+    corner = lambda i, j: (ijkToRas @ np.array([i, j, middle, 1.0]))[:3]  # noqa: E731
+    prompt = effectlogic.boxFromRasCorners(volume, corner(i0, j0), corner(i1, j1), ijkToRas[:3, 2])
+    assert prompt == BoxPrompt("k", (i0, j0, middle, i1, j1, middle))
+    box, keySlice = effectlogic.requestBox(prompt, "slice", "around", 3, label.shape)
+
+    from MedSAMSegmentLib.errors import DependencyError, WeightsError
+
+    logic = MedSAMLogic(MedSAMSettings(model="litemedsam", device="cpu"))
+    try:
+        mask, info = logic.computeMask(volume, indexBox=box, axis=prompt.axis, keySlice=keySlice)
+    except (DependencyError, WeightsError) as exc:
+        pytest.skip(f"model not available here: {exc}")
+    assert info["slices"] == [middle]
+    segmentation = slicer_core.addSegmentation(referenceVolume=volume)
+    segmentId = logic.writeMaskToSegment(np.zeros_like(mask), volume, segmentation, "tumour")
+    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editorNode.SetSelectedSegmentID(segmentId)
+    labelmap = effectlogic.maskToLabelmap(mask, volume, segmentation, editor.GetAlignedSourceVolume())
+    editor.SaveStateForUndo()
+    editor.ModifySegmentByLabelmap(segmentation, segmentId, labelmap, editor.ModificationModeAdd, True, False)
+
+    written = segmentMask(slicer_core, segmentation, segmentId, volume)
+    assert np.array_equal(written, mask.astype(bool))
+    assert written[middle].any() and not np.delete(written, middle, axis=0).any()
+    score = dice(written[middle], label[middle])
+    print(f"effect path, slice {middle}: Dice {score:.3f}")
+    assert score > 0.3
+    assert not vtk_messages.errors

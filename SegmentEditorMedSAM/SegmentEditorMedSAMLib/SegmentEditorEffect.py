@@ -81,9 +81,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.roiSelector.setMRMLScene(slicer.mrmlScene)
         self.roiPlaceWidget = slicer.qSlicerMarkupsPlaceWidget()
         self.roiPlaceWidget.setMRMLScene(slicer.mrmlScene)
+        self.roiPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
         self.roiPlaceWidget.buttonsVisible = False
         self.roiPlaceWidget.placeButton().show()
-        self.roiPlaceWidget.placeButton().toolTip = _("Place ROI")
+        self.roiPlaceWidget.placeButton().toolTip = _("Place ROI: click and drag in a view")
         promptRow = qt.QHBoxLayout()
         for widget in (self.drawButton, self.roiButton, self.roiSelector, self.roiPlaceWidget):
             promptRow.addWidget(widget)
@@ -124,11 +125,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.statusLabel.wordWrap = True
         self.scriptedEffect.addOptionsWidget(self.statusLabel)
 
-        for button in (self.drawButton, self.roiButton):
-            self._connect(button, "toggled(bool)", self.updateMRMLFromGUI)
+        self._connect(self.drawButton, "toggled(bool)", self.updateMRMLFromGUI)
+        self._connect(self.roiButton, "toggled(bool)", self.onRoiToggled)
         self._connect(self.roiSelector, "currentNodeChanged(vtkMRMLNode*)", self.updateMRMLFromGUI)
         self._connect(self.aroundSpin, "valueChanged(int)", self.updateMRMLFromGUI)
-        self._connect(self.roiPlaceWidget.placeButton(), "clicked()", self.onPlaceROI)
         self._connect(self.previewButton, "clicked()", self.onPreview)
         self._connect(self.applyButton, "clicked()", self.onApply)
         self._connect(self.cancelButton, "clicked()", self.onCancel)
@@ -211,8 +211,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.removePreview()
 
     def interactionNodeModified(self, interactionNode):
-        # Stay active while the user places the ROI (the base class would deactivate the effect).
-        pass
+        # Like the base class (deactivate when markups placement starts, so that a click does not both
+        # place a point and start a box), except while the prompt is an ROI: then the placement is ours.
+        if interactionNode is None or interactionNode.GetCurrentInteractionMode() == interactionNode.ViewTransform:
+            return
+        if self.scriptedEffect.parameter("PromptSource") != "roi":
+            self.scriptedEffect.selectEffect("")
 
     # -- box drawing in slice views -----------------------------------------------------------------
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
@@ -274,13 +278,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.scriptedEffect.addActor2D(sliceWidget, self.bands[sliceWidget].actor)
         return self.bands[sliceWidget]
 
-    def onPlaceROI(self):
-        if self.roiSelector.currentNode() is None:
+    def onRoiToggled(self, checked):
+        # The place button needs a node to place: give the ROI prompt one when there is none yet.
+        if checked and self.roiSelector.currentNode() is None:
             roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("MedSAM box"))
             self.roiSelector.setCurrentNode(roiNode)
-            self.roiPlaceWidget.setCurrentNode(roiNode)
-        self.roiButton.checked = True
-        self.roiPlaceWidget.setPlaceModeEnabled(True)
+        self.updateMRMLFromGUI()
 
     # -- compute, preview, apply --------------------------------------------------------------------
     def previewNode(self):
@@ -374,21 +377,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return labelmap, slab
 
     def run(self, action):
-        """Call action() with dependency checks, error messages and re-entry protection."""
+        """Call action() after the dependency check (installs only with consent), with error messages,
+        a normal cursor again afterwards, and protection against re-entry through processEvents."""
         from MedSAMSegmentLib import dependencies
-        from MedSAMSegmentLib.errors import CancelledError, MedSAMError
+        from MedSAMSegmentLib.errors import CancelledError, MedSAMError, WeightsError
 
         if self.busy:
-            return
-        if not dependencies.ready() and not dependencies.ensure(askConfirmation=True, requester="MedSAM effect"):
-            self.setStatus(_("MedSAM needs: {missing}").format(missing=", ".join(dependencies.describeMissing())))
             return
         self.busy = True
         self.updateGUIFromMRML()
         try:
+            if not dependencies.ready() and not dependencies.ensure(askConfirmation=True, requester="MedSAM"):
+                self.setStatus(_("MedSAM needs: {missing}").format(missing=", ".join(dependencies.describeMissing())))
+                return
             action()
         except CancelledError:
             self.setStatus(_("Cancelled: nothing was changed"))
+        except WeightsError as exc:
+            self.setStatus(str(exc))
+            slicer.util.errorDisplay(_("{error}\n\nThe MedSAM Segment module can download or select the weights.").format(
+                error=exc), windowTitle=_("MedSAM: model weights"))
         except MedSAMError as exc:
             self.setStatus(str(exc))
             slicer.util.errorDisplay(str(exc), windowTitle=_("MedSAM"))
