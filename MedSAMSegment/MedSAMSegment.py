@@ -232,10 +232,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
 
     # -- actions ----------------------------------------------------------------------------------------
     def _progressDialog(self, title, maximum):
-        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=title,
-                                                  labelText=title, maximum=maximum, value=0)
-        dialog.setMinimumDuration(0)
-        return dialog
+        return slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=title,
+                                                labelText=title, maximum=maximum, value=0)
 
     def onDownload(self):
         from MedSAMSegmentLib.errors import CancelledError, MedSAMError
