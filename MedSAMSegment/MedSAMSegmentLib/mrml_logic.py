@@ -1,0 +1,193 @@
+"""MedSAMLogic: volume + ROI + segmentation nodes in, segment out (Qt-free).
+
+Every call is split in three steps so the slow middle one can run in a worker thread:
+prepare() reads MRML (main thread), run() is pure numpy + the engine (any thread), and the
+write step (writeMaskToSegment / applyWithEditorLogic) touches MRML again (main thread).
+segment() and computeMask() chain them for scripts and tests.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import slicer
+
+from . import geometry, mrml_io
+from .errors import InputError
+from .intensity import auto_window, explicit_window
+from .propagation import MODES, segment_slice, segment_volume
+from .settings import MedSAMSettings, shared_predictor
+
+DEFAULT_SEGMENT_NAME = "MedSAM"
+SUPERIOR = (0.0, 0.0, 1.0)
+
+
+@dataclass
+class SegmentationRequest:
+    """Everything run() needs, read from MRML by prepare(); holds no MRML object."""
+
+    volume: np.ndarray  # (K, J, I) view of the volume's voxels
+    windowSpec: tuple  # ("explicit", level, width) | ("auto", modality or None)
+    box: tuple  # inclusive (i0, j0, k0, i1, j1, k1)
+    axis: str
+    keySlice: int = None
+    mode: str = "default"
+    info: dict = field(default_factory=dict)
+
+
+def _windowSpec(volumeNode, window):
+    """What intensity window to use, decided on the main thread (it may read the display node)."""
+    if window is None:
+        display = volumeNode.GetDisplayNode()
+        if display is not None and display.IsA("vtkMRMLScalarVolumeDisplayNode") and display.GetWindow() > 0:
+            # What the user sees in the slice views is what the model should see.
+            return ("explicit", float(display.GetLevel()), float(display.GetWindow()))
+        return ("auto", None)
+    if isinstance(window, str):
+        modality = window.strip().upper()
+        if modality not in ("CT", "MR", "AUTO"):
+            raise InputError(f"Unknown window {window!r}: use 'CT', 'MR', 'auto' or (level, width)")
+        return ("auto", None if modality == "AUTO" else modality)
+    try:
+        level, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise InputError(f"Window must be (level, width), 'CT', 'MR' or 'auto', got {window!r}") from None
+    return ("explicit", level, width)
+
+
+def _intensityWindow(volume, spec):
+    if spec[0] == "explicit":
+        return explicit_window(volume, spec[1], spec[2])
+    return auto_window(volume, modality=spec[1])
+
+
+_EDITOR_MODES = {"set": "ModificationModeSet", "add": "ModificationModeAdd", "remove": "ModificationModeRemove"}
+
+
+class MedSAMLogic:
+    """Box-prompted MedSAM / LiteMedSAM segmentation of MRML volumes."""
+
+    def __init__(self, settings=None, predictor=None):
+        self.settings = settings or MedSAMSettings()
+        self._predictor = predictor
+
+    @property
+    def predictor(self):
+        """The predictor given at construction, else the process-wide shared one."""
+        return self._predictor or shared_predictor(self.settings)
+
+    # -- 1. read MRML (main thread) -----------------------------------------------------
+    def prepare(self, volumeNode, roiNode=None, indexBox=None, axis=None, keySlice=None, mode=None, window=None):
+        """Read the nodes into a SegmentationRequest; InputError for anything that cannot run."""
+        volume = mrml_io.volumeArray(volumeNode)
+        ijkToWorld = mrml_io.volumeIjkToWorldMatrix(volumeNode)
+        if (roiNode is None) == (indexBox is None):
+            raise InputError("Give either an ROI node or an index box")
+        if roiNode is not None:
+            roiToWorld, roiSize = mrml_io.roiObjectToWorldAndSize(roiNode)
+            try:
+                box = geometry.roi_index_box(roiToWorld, roiSize, np.linalg.inv(ijkToWorld), volume.shape)
+            except InputError as exc:
+                raise InputError(f"ROI '{roiNode.GetName()}' on volume '{volumeNode.GetName()}': {exc}") from None
+            direction = roiToWorld[:3, 2]  # the ROI's own z axis
+        else:
+            box = indexBox
+            direction = SUPERIOR
+        axis = axis or geometry.closest_index_axis(ijkToWorld, direction)
+        if axis not in geometry.AXES:
+            raise InputError(f"Unknown slice axis {axis!r}: use one of {', '.join(geometry.AXES)}")
+        box = geometry.validate_index_box(box, volume.shape, axis)
+        first, last = geometry.slice_range(box, axis)
+        if keySlice is not None and not first <= int(keySlice) <= last:
+            raise InputError(f"Key slice {keySlice} is outside the box's slices {first}..{last} along {axis}")
+        mode = mode or self.settings.propagation_mode
+        if mode not in MODES:
+            raise InputError(f"Unknown propagation mode {mode!r}: use one of {', '.join(MODES)}")
+        info = {"volume": volumeNode.GetName(), "box": box, "axis": axis, "mode": mode}
+        return SegmentationRequest(volume, _windowSpec(volumeNode, window), box, axis,
+                                   None if keySlice is None else int(keySlice), mode, info)
+
+    # -- 2. compute (any thread, no MRML) -----------------------------------------------
+    def run(self, request, progressCallback=None, cancelCallback=None):
+        """(uint8 (K, J, I) mask, info). CancelledError if cancelCallback() turns True."""
+        start = time.perf_counter()
+        window = _intensityWindow(request.volume, request.windowSpec)
+        result = segment_volume(
+            self.predictor, request.volume, window, request.box, axis=request.axis,
+            key_slice=request.keySlice, mode=request.mode, progress=progressCallback, cancel=cancelCallback,
+        )
+        info = dict(request.info, window=window.description, keySlice=result.key_slice,
+                    slices=list(result.slices), stopReasons=dict(result.stop_reasons),
+                    seconds=time.perf_counter() - start)
+        return result.mask, info
+
+    # -- chained calls --------------------------------------------------------------------
+    def computeMask(self, volumeNode, roiNode=None, indexBox=None, axis=None, keySlice=None, mode=None,
+                    window=None, progressCallback=None, cancelCallback=None):
+        """Segment without writing anything (for previews): (mask (K, J, I) uint8, info)."""
+        request = self.prepare(volumeNode, roiNode, indexBox, axis, keySlice, mode, window)
+        return self.run(request, progressCallback, cancelCallback)
+
+    def segment(self, volumeNode, roiNode, segmentationNode, segmentName=None, axis=None, keySlice=None,
+                mode=None, window=None, progressCallback=None, cancelCallback=None):
+        """Segment the object in the ROI and write it into the segment named segmentName
+        (created if missing); other segments are untouched. Returns the segment ID.
+        On cancel (CancelledError) or any error nothing is written."""
+        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+            raise InputError("A segmentation node is required")
+        # Fail on an unusable segmentation before the slow part, not after it.
+        mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode)
+        request = self.prepare(volumeNode, roiNode, None, axis, keySlice, mode, window)
+        mask, _info = self.run(request, progressCallback, cancelCallback)
+        return self.writeMaskToSegment(mask, volumeNode, segmentationNode, segmentName or DEFAULT_SEGMENT_NAME)
+
+    def segmentSlice(self, volumeNode, sliceAxis, sliceIndex, box, window=None):
+        """uint8 2D mask of one slice, prompted by a 2D box (x0, y0, x1, y1) in that slice's
+        pixels or by an ROI node (its in-plane extent; the slice must cross the ROI)."""
+        volume = mrml_io.volumeArray(volumeNode)
+        if sliceAxis not in geometry.AXES:
+            raise InputError(f"Unknown slice axis {sliceAxis!r}: use one of {', '.join(geometry.AXES)}")
+        if hasattr(box, "IsA"):
+            request = self.prepare(volumeNode, roiNode=box, axis=sliceAxis, window=window)
+            first, last = geometry.slice_range(request.box, sliceAxis)
+            if not first <= int(sliceIndex) <= last:
+                raise InputError(
+                    f"Slice {sliceIndex} along {sliceAxis} does not cross ROI '{box.GetName()}' ({first}..{last})"
+                )
+            box2d = geometry.in_plane(request.box, sliceAxis)
+            windowSpec = request.windowSpec
+        else:
+            box2d = box
+            windowSpec = _windowSpec(volumeNode, window)
+        return segment_slice(self.predictor, volume, _intensityWindow(volume, windowSpec), sliceAxis, int(sliceIndex), box2d)
+
+    # -- 3. write MRML (main thread) --------------------------------------------------------
+    def writeMaskToSegment(self, maskKji, volumeNode, segmentationNode, segmentName=DEFAULT_SEGMENT_NAME):
+        return mrml_io.writeMaskToSegment(maskKji, volumeNode, segmentationNode, segmentName)
+
+    def applyWithEditorLogic(self, editorLogic, maskKji, volumeNode, mode="set"):
+        """Apply a mask to the Segment Editor's selected segment as the effect's Apply does:
+        one undo state, then ModifySegmentByLabelmap, which honours the editable area,
+        the editable intensity range and the overwrite mode. mode: "set", "add" or "remove"."""
+        if str(mode).lower() not in _EDITOR_MODES:
+            raise InputError(f"Unknown apply mode {mode!r}: use one of {', '.join(_EDITOR_MODES)}")
+        modificationMode = getattr(slicer.vtkSlicerSegmentEditorLogic, _EDITOR_MODES[str(mode).lower()])
+        segmentationNode = editorLogic.GetSegmentationNode()
+        segmentId = editorLogic.GetCurrentSegmentID()
+        if segmentationNode is None or not segmentId:
+            raise InputError("Select a segmentation and a segment in the Segment Editor first")
+        mask = np.asarray(maskKji)
+        if mask.shape != mrml_io.volumeArray(volumeNode).shape:
+            raise InputError(f"Mask shape {mask.shape} differs from volume '{volumeNode.GetName()}'")
+        if not editorLogic.ResetModifierLabelmapToDefault():
+            raise InputError("The Segment Editor has no geometry yet: select a source volume")
+        modifier = editorLogic.GetModifierLabelmap()
+        image = mrml_io.orientedImage(mask > 0, mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode))
+        # The modifier must keep the editor's grid: masking compares it voxel by voxel.
+        modifier.DeepCopy(mrml_io.resampleNearest(image, modifier))
+        editorLogic.SaveStateForUndo()
+        editorLogic.ModifySegmentByLabelmap(segmentationNode, segmentId, modifier, modificationMode, True, False)
+        return segmentId
+
+    def saveSegmentation(self, segmentationNode, path, overwrite=False):
+        return mrml_io.saveSegmentation(segmentationNode, path, overwrite)
