@@ -217,7 +217,7 @@ def test_unwritable_destinations_are_output_errors(tmp_path, small_image):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(OutputError, match="does not exist"):
         write_labelmap(tmp_path / "missing" / "out.nrrd", mask, small_image)
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match="is not a folder"):
         write_labelmap(tmp_path / "a-file" / "out.nrrd", mask, small_image)
     (tmp_path / "folder.nrrd").mkdir()
     with pytest.raises(OutputError, match="is a folder"):

@@ -169,7 +169,8 @@ def check_output_path(path, overwrite=False):
     if os.path.lexists(path) and not overwrite:
         raise OutputError(f"output {path} exists (overwriting was not allowed)")
     if not os.path.isdir(folder):
-        raise OutputError(f"output folder {folder} does not exist")
+        problem = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise OutputError(f"output folder {folder} {problem}")
     # Creating a file is the only reliable test (permissions, ACLs, read-only mounts, root).
     try:
         probe = _create_temp(folder, ".medsam-write-test", "")
