@@ -85,6 +85,7 @@ def test_the_check_covers_the_effect(api):
     ("slicer.util.pip_install('x', no_deps_requirements='y')", "not accepted by Slicer 5.10"),
     ("slicer.modules.segmenteditr.widgetRepresentation()", "slicer.modules.segmenteditr does not exist"),
     ("slicer.app.cachePth", "qSlicerApplication.cachePth does not exist"),
+    ("slicer.vtkMRMLColorLogic.GetColorTableNodeID(1)", "members were not extracted"),
     ("PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmaton=True)", "takes no keyword 'askConfirmaton'"),
     ("class W(ScriptedLoadableModuleWidget):\n    def setup(self):\n        self.resourcePth('x')",
      "ScriptedLoadableModuleWidget.resourcePth does not exist"),

@@ -64,6 +64,8 @@ CLASS_ROOTS = [
     "vtkSegmentation",
     "vtkSegment",
     "vtkOrientedImageData",
+    "vtkOrientedImageDataResample",
+    "vtkSegmentationConverter",
     "vtkSlicerSegmentationsModuleLogic",
     "vtkSlicerSegmentEditorLogic",
 ]

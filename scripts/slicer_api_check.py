@@ -279,7 +279,7 @@ class Checker(ast.NodeVisitor):
             base = node.value
             if isinstance(base, ast.Name) and (base.id, node.attr) in KNOWN_OBJECTS:
                 return KNOWN_OBJECTS[(base.id, node.attr)]
-            if isinstance(base, ast.Name) and base.id == "slicer" and node.attr in self.api.classes:
+            if isinstance(base, ast.Name) and base.id == "slicer" and node.attr in self.api.classNames:
                 return node.attr  # the class itself: its static methods and enum values
             if isinstance(base, ast.Name) and base.id == "self":
                 if node.attr in self.selfTypes:
