@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from MedSAMSegmentLib.errors import InputError, OutputError
 from MedSAMSegmentLib.imageio import read_image, write_labelmap, write_seg_nrrd
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"  # the code under test, in child processes
 
 
 def oblique_direction():
@@ -268,8 +270,9 @@ def test_full_disk_leaves_no_file_in_any_format(tmp_path):
                 print("WROTE", name)
         """
     )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_DIR), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("refused") == 5, result.stdout
@@ -279,14 +282,12 @@ def test_full_disk_leaves_no_file_in_any_format(tmp_path):
 # -- .seg.nrrd read by Slicer itself -------------------------------------------------------------
 
 
-def load_in_slicer(path):
-    slicercore = pytest.importorskip("slicercore")
-    core = slicercore.SlicerCore()
-    with slicercore.VtkMessages() as messages:
-        node = core.segmentationsLogic.LoadSegmentationFromFile(str(path), False, "loaded")
+def load_in_slicer(core, messages, path):
+    """Slicer's own reader (slicer-core fixtures from conftest.py); no VTK error allowed."""
+    node = core.segmentationsLogic.LoadSegmentationFromFile(str(path), False, "loaded")
     assert node is not None, messages.errors
     assert not messages.errors, messages.errors
-    return core, node
+    return node
 
 
 def segment_voxels(node, segment_id, shape_kji):
@@ -307,43 +308,37 @@ def segment_voxels(node, segment_id, shape_kji):
     return full, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def test_seg_nrrd_loads_in_slicer_with_name_colour_voxels_and_geometry(tmp_path):
+def test_seg_nrrd_loads_in_slicer_with_name_colour_voxels_and_geometry(tmp_path, slicer_core, vtk_messages):
     image = read_image(save(make_image(ramp((9, 10, 11)), oblique_direction()), tmp_path / "in.nii.gz"))
     mask = np.zeros(image.shape, np.uint8)
     mask[2:6, 3:8, 4:9] = 1
     mask[4, 5, 6] = 0
     out = tmp_path / "tumour.seg.nrrd"
     write_seg_nrrd(out, mask, image, "Tumour 1", (0.9, 0.25, 0.1), tags={"MedSAMSegment.Model": "litemedsam"})
-    core, node = load_in_slicer(out)
-    try:
-        segmentation = node.GetSegmentation()
-        assert segmentation.GetNumberOfSegments() == 1
-        segment = segmentation.GetNthSegment(0)
-        assert segment.GetName() == "Tumour 1"
-        assert np.allclose(segment.GetColor(), (0.9, 0.25, 0.1))
-        assert segmentation.GetSourceRepresentationName() == "Binary labelmap"
-        voxels, image_to_ras = segment_voxels(node, segmentation.GetNthSegmentID(0), image.shape)
-        assert np.array_equal(voxels, mask)
-        assert np.allclose(image_to_ras, image.ijk_to_ras, atol=1e-5)
-        geometry = segmentation.GetConversionParameter("Reference image geometry")
-        assert np.allclose([float(v) for v in geometry.split(";")[:16]], image.ijk_to_ras.ravel(), atol=1e-9)
-    finally:
-        core.close()
+    node = load_in_slicer(slicer_core, vtk_messages, out)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 1
+    segment = segmentation.GetNthSegment(0)
+    assert segment.GetName() == "Tumour 1"
+    assert np.allclose(segment.GetColor(), (0.9, 0.25, 0.1))
+    assert segmentation.GetSourceRepresentationName() == "Binary labelmap"
+    voxels, image_to_ras = segment_voxels(node, segmentation.GetNthSegmentID(0), image.shape)
+    assert np.array_equal(voxels, mask)
+    assert np.allclose(image_to_ras, image.ijk_to_ras, atol=1e-5)
+    geometry = segmentation.GetConversionParameter("Reference image geometry")
+    assert np.allclose([float(v) for v in geometry.split(";")[:16]], image.ijk_to_ras.ravel(), atol=1e-9)
 
 
-def test_empty_seg_nrrd_loads_as_an_empty_segment(tmp_path):
+def test_empty_seg_nrrd_loads_as_an_empty_segment(tmp_path, slicer_core, vtk_messages):
     image = read_image(save(make_image(ramp()), tmp_path / "in.nrrd"))
     out = tmp_path / "empty.seg.nrrd"
     write_seg_nrrd(out, np.zeros(image.shape, np.uint8), image, "Nothing", (0, 1, 0))
-    core, node = load_in_slicer(out)
-    try:
-        segmentation = node.GetSegmentation()
-        assert segmentation.GetNumberOfSegments() == 1
-        assert segmentation.GetNthSegment(0).GetName() == "Nothing"
-        voxels, _ = segment_voxels(node, segmentation.GetNthSegmentID(0), image.shape)
-        assert not voxels.any()
-    finally:
-        core.close()
+    node = load_in_slicer(slicer_core, vtk_messages, out)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 1
+    assert segmentation.GetNthSegment(0).GetName() == "Nothing"
+    voxels, _ = segment_voxels(node, segmentation.GetNthSegmentID(0), image.shape)
+    assert not voxels.any()
 
 
 def test_seg_nrrd_refuses_bad_names_and_colours(tmp_path, small_image):

@@ -47,15 +47,7 @@ def test_write_refuses_to_replace_an_existing_file(tmp_path):
     assert path.read_text() == "keep"
 
 
-# -- interoperability with Slicer's own markups storage (slicer-core) -------------------------
-
-
-@pytest.fixture
-def slicer_scene():
-    slicercore = pytest.importorskip("slicercore")
-    core = slicercore.SlicerCore()
-    yield core
-    core.close()
+# -- interoperability with Slicer's own markups storage (slicer-core, fixtures in conftest.py) --
 
 
 def slicer_roi_matrix(roi):
@@ -63,7 +55,7 @@ def slicer_roi_matrix(roi):
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def test_slicer_reads_our_file_as_the_same_roi(tmp_path, slicer_scene):
+def test_slicer_reads_our_file_as_the_same_roi(tmp_path, slicer_core):
     import slicer
 
     # LPS only: Slicer 5.13 reads the orientation of a rotated RAS ROI file as if it were LPS
@@ -71,9 +63,9 @@ def test_slicer_reads_our_file_as_the_same_roi(tmp_path, slicer_scene):
     matrix, size = rotated_roi()
     path = tmp_path / "roi.mrk.json"
     write_roi_json(path, matrix, size)
-    roi = slicer_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi = slicer_core.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     storage = slicer.vtkMRMLMarkupsROIJsonStorageNode()
-    slicer_scene.scene.AddNode(storage)
+    slicer_core.scene.AddNode(storage)
     storage.SetFileName(str(path))
     assert storage.ReadData(roi)
     assert np.allclose(slicer_roi_matrix(roi), matrix, atol=1e-9)
@@ -81,12 +73,12 @@ def test_slicer_reads_our_file_as_the_same_roi(tmp_path, slicer_scene):
 
 
 @pytest.mark.parametrize("system", ["LPS", "RAS"])
-def test_we_read_slicers_file_as_the_same_roi(tmp_path, slicer_scene, system):
+def test_we_read_slicers_file_as_the_same_roi(tmp_path, slicer_core, system):
     import slicer
     import vtk
 
     matrix, size = rotated_roi()
-    roi = slicer_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi = slicer_core.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     roi.SetSize(*size)
     object_to_node = vtk.vtkMatrix4x4()
     for r in range(4):
@@ -95,7 +87,7 @@ def test_we_read_slicers_file_as_the_same_roi(tmp_path, slicer_scene, system):
     roi.GetObjectToNodeMatrix().DeepCopy(object_to_node)
     roi.Modified()
     storage = roi.CreateDefaultStorageNode()
-    slicer_scene.scene.AddNode(storage)
+    slicer_core.scene.AddNode(storage)
     storage.SetCoordinateSystem(getattr(slicer.vtkMRMLStorageNode, f"CoordinateSystem{system}"))
     storage.SetFileName(str(tmp_path / "slicer.mrk.json"))
     assert storage.WriteData(roi)
