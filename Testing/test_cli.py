@@ -181,6 +181,7 @@ def test_bad_boxes_fail_with_status_2_and_no_output(tmp_path, capsys, box, reaso
         (["-o", "{tmp}/out.nrrd", "--weights-url", "https://example.org/w.pth"], "--weights-sha256"),
         (["-o", "{tmp}/out.nrrd", "--color", "300", "0", "0"], "--color"),
         (["-o", "{tmp}/out.nrrd", "--window", "40"], "--window"),
+        (["-o", "{tmp}/out.seg.nrrd", "--name", " "], "--name"),
         (["--axis", "k"], "--output"),
     ],
 )
@@ -206,6 +207,14 @@ def test_bad_inputs_fail_with_status_2(tmp_path, capsys):
         assert_one_line_error(err)
         assert reason in err
     assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_demo_into_an_impossible_folder_fails_with_status_1(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    status, _, err = call(capsys, "demo", "--output-dir", tmp_path / "a-file" / "demo")
+    assert status == 1
+    assert_one_line_error(err)
+    assert "cannot create the output folder" in err
 
 
 def test_missing_checkpoint_fails_with_status_1(tmp_path, capsys):

@@ -210,6 +210,8 @@ def run_segment(args, say):
         raise UsageError("--weights-url needs --weights-sha256 (a download is only used if its checksum matches)")
     color = _parse_color(args.color)
     kind = _check_output(args.output, args.overwrite)
+    if kind == "segmentation" and (not args.name.strip() or any(ch in args.name for ch in "\r\n")):
+        raise UsageError(f"--name {args.name!r} must be one non-empty line")
 
     from . import geometry
     from .imageio import read_image
@@ -225,7 +227,8 @@ def run_segment(args, say):
         axis = geometry.closest_index_axis(image.ijk_to_ras, SUPERIOR_RAS)
         say(f"slice axis: {axis} (the index axis closest to superior-inferior)")
     box = _index_box(args, image, axis)
-    say(f"box (i0 j0 k0 i1 j1 k1): {' '.join(map(str, box))}")
+    clipped = args.box_ijk is not None and tuple(box) != tuple(args.box_ijk)
+    say(f"box (i0 j0 k0 i1 j1 k1): {' '.join(map(str, box))}" + (" (clipped to the image)" if clipped else ""))
     window = auto_window(image.array, modality=args.modality, window=args.window)
     say(f"intensity: {window.description}")
 
@@ -261,7 +264,7 @@ def _summary(path, result, image, axis, seconds):
     slices = int(np.count_nonzero(result.mask.any(axis=in_plane)))
     stops = "; ".join(f"{way}: {why}" for way, why in result.stop_reasons.items() if why)
     return (
-        f"wrote {path}: {voxels} voxels ({millilitres:.2f} mL) on {slices} slices "
+        f"wrote {path}: {voxels} voxels ({millilitres:.2f} mL) on {slices} slice{'s' * (slices != 1)} "
         f"({len(result.slices)} segmented), {seconds:.1f} s" + (f"; stopped {stops}" if stops else "")
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "pyradiomics-brain1"
 SAMPLE_IMAGE, SAMPLE_LABEL = SAMPLE_DIR / "brain1_image.nrrd", SAMPLE_DIR / "brain1_label.nrrd"
@@ -60,7 +60,10 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
     from .predictor import Predictor
     from .propagation import segment_volume
 
-    os.makedirs(output_dir, exist_ok=True)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from None
     image = read_image(SAMPLE_IMAGE)
     reference = (read_image(SAMPLE_LABEL).array > 0).astype(np.uint8)
     box = official_box(reference)
