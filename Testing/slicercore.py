@@ -183,10 +183,8 @@ class SlicerCore:
                     setattr(slicer, name, value)
 
     def close(self):
-        """Detach the logics and clear the scene."""
-        for logic in self._logics.values():
-            logic.SetMRMLScene(None)
-        self.appLogic.SetMRMLScene(None)
+        """Remove every node. The logics stay attached and go with this object: detaching
+        them first makes each node that Python still holds warn when it is freed."""
         self.scene.Clear(True)
 
     # -- nodes ------------------------------------------------------------------------

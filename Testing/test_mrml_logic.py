@@ -281,6 +281,27 @@ def test_roi_partly_outside_is_clipped_and_segmented(slicer_core, cases_dir, log
     assert not vtk_messages.errors
 
 
+def test_roi_rotated_relative_to_the_volume_segments_its_voxels(slicer_core, cases_dir, logic, vtk_messages):
+    """An ROI turned 30 degrees about the slice normal: the prompt is the tight box of the
+    voxel centres inside it (Slicer's IsPointInROIWorld), and the cord is found."""
+    volume, label, matrix = loadCase(slicer_core, cases_dir, CORD)
+    centre = (matrix @ np.array([26, 31, 26, 1.0]))[:3]
+    roi = addRoiAtWorldPose(slicer_core, rigid(rotation(matrix[:3, 2], 30), centre), (15.0, 13.0, 3.0))
+    request = logic.prepare(volume, roi)
+    shape = mrml_io.volumeArray(volume).shape
+    kk, jj, ii = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    points = (matrix @ np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)]))[:3].T
+    inside = np.array([roi.IsPointInROIWorld(p) for p in points]).reshape(shape)
+    k, j, i = np.nonzero(inside)
+    assert request.box == (i.min(), j.min(), k.min(), i.max(), j.max(), k.max())
+    assert request.axis == "k" and (k.min(), k.max()) == (25, 27)
+    segmentation = slicer_core.addSegmentation()
+    mask = mrml_io.readSegmentMask(segmentation, logic.segment(volume, roi, segmentation), volume)
+    assert dice(mask[25:28], label[25:28]) > 0.85 and not mask[:25].any() and not mask[28:].any()
+    assert segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetNthSegmentID(0)).GetName() == "MedSAM"
+    assert not vtk_messages.errors
+
+
 def test_existing_segment_is_updated_and_others_stay_bit_identical(slicer_core, cases_dir, logic, vtk_messages):
     volume, _label, matrix = loadCase(slicer_core, cases_dir, CORD)
     shape = mrml_io.volumeArray(volume).shape
@@ -432,6 +453,7 @@ def test_apply_with_editor_logic_rejects_bad_input(slicer_core, cases_dir, logic
     with pytest.raises(InputError, match="shape"):
         logic.applyWithEditorLogic(editor, mask[:-1], volume)
     assert not editor.CanUndo()
+    assert not vtk_messages.errors
 
 
 # -- writing segments and files -------------------------------------------------------------
@@ -497,6 +519,15 @@ def test_save_segmentation_reloads_identically(slicer_core, cases_dir, logic, tm
     with pytest.raises(InputError, match=".seg.nrrd"):
         logic.saveSegmentation(segmentation, tmp_path / "result.nii.gz")
     assert not vtk_messages.errors
+
+
+def test_converter_rules_stay_unique_across_scenes():
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    cores = [slicercore.SlicerCore() for _ in range(3)]
+    names = [rule.GetClassName() for rule in factory.GetConverterRules()]
+    for core in cores:
+        core.close()
+    assert len(names) == len(set(names)) and "vtkBinaryLabelmapToClosedSurfaceConversionRule" in names
 
 
 # -- settings ------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class MedSAMLogic:
         else:
             box = indexBox
             direction = SUPERIOR
-        axis = axis or geometry.closest_index_axis(ijkToWorld, direction)
+        axis = str(axis).lower() if axis else geometry.closest_index_axis(ijkToWorld, direction)
         if axis not in geometry.AXES:
             raise InputError(f"Unknown slice axis {axis!r}: use one of {', '.join(geometry.AXES)}")
         box = geometry.validate_index_box(box, volume.shape, axis)
@@ -159,7 +159,8 @@ class MedSAMLogic:
         else:
             box2d = box
             windowSpec = _windowSpec(volumeNode, window)
-        return segment_slice(self.predictor, volume, _intensityWindow(volume, windowSpec), sliceAxis, int(sliceIndex), box2d)
+        window = _intensityWindow(volume, windowSpec)
+        return segment_slice(self.predictor, volume, window, sliceAxis, int(sliceIndex), box2d)
 
     # -- 3. write MRML (main thread) --------------------------------------------------------
     def writeMaskToSegment(self, maskKji, volumeNode, segmentationNode, segmentName=DEFAULT_SEGMENT_NAME):
