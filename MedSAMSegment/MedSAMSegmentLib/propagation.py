@@ -4,12 +4,15 @@ mode="official" reproduces the LiteMedSAM 3D procedure (REFERENCE.md) exactly: s
 middle slice, go up then down, prompt each slice with the previous mask's box (at 256 scale,
 +/- 3 px), fall back to the given box when the previous mask is empty, never stop early.
 
-mode="default" keeps the same start and prompting idea but follows the object, not the range:
-- boxes are scaled without truncation and taken from the previous mask at full resolution;
-- propagation in a direction stops where the object ends: an empty mask, or a mask that no
-  longer overlaps the previous slice's mask (the model jumped to a neighbouring structure);
-  the offending slice is not written;
-- it never re-uses the original box on later slices and never leaves the given range.
+mode="default" prompts the same way but follows the object, not the range. In each direction it
+stops where the object ends, and does not write that slice:
+- the mask is empty (the official code would re-use the original box, which can land on a
+  neighbouring structure);
+- the grey values inside the mask are no longer the object's: their median moves more than
+  3 inter-quartile ranges from the key slice's (the model has jumped to another tissue);
+- less than half of the mask lies on the previous mask's bounding box (it jumped sideways).
+It never leaves the given range. The rules are physical, not fitted to the reference cases;
+benchmarks/compare_modes.py measures them against the official procedure.
 """
 
 import hashlib
@@ -21,7 +24,25 @@ from .errors import CancelledError, InputError
 from .slicing import get_slice, num_slices, slice_index, split_box, validate_box
 
 MODES = ("default", "official")
-MIN_OVERLAP = 0.5  # default mode: share of the new mask that must lie on the previous mask's box
+
+
+@dataclass(frozen=True)
+class DefaultRules:
+    """The default mode's stopping rules (see the module docstring)."""
+
+    # The object keeps its tissue: stop when the median grey value inside the new mask moves
+    # further than this many inter-quartile ranges from the key slice's median.
+    intensity_tolerance: float = 3.0
+    min_iqr: float = 4.0  # grey levels: a floor for very uniform objects
+    # The object moves continuously: stop when less than this share of the new mask lies on
+    # the previous mask's bounding box.
+    min_overlap: float = 0.5
+    # Boxes from the full-resolution mask without truncation; off by default because measured it
+    # changed results in both directions (the official 256-scale rule is kept).
+    exact_boxes: bool = False
+
+
+DEFAULT_RULES = DefaultRules()
 
 
 @dataclass
@@ -77,9 +98,16 @@ def _in_box_fraction(mask, box_pixels):
     return inside / max(1, mask.sum())
 
 
+def _median_iqr(image, mask):
+    q1, med, q3 = np.percentile(image[mask], [25, 50, 75])
+    return med, q3 - q1
+
+
 class _Propagator:
-    def __init__(self, predictor, source, box2d, hw, mode, progress, cancel, total):
+    def __init__(self, predictor, source, box2d, hw, mode, progress, cancel, total, rules=DEFAULT_RULES):
         self.p, self.src, self.box2d, self.hw, self.mode = predictor, source, box2d, hw, mode
+        self.rules = rules
+        self.key_stats = None
         self.t = predictor.transform
         self.progress, self.cancel, self.total = progress, cancel, total
         self.done = 0
@@ -93,6 +121,9 @@ class _Propagator:
                 if box is not None:
                     return box
             return self.t.box_official(self.box2d, self.hw)
+        if not self.rules.exact_boxes:
+            box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
+            return self.t.box_official(self.box2d, self.hw) if box is None else box
         if prev_mask is None:
             return self.t.box_exact(self.box2d, self.hw)
         return _box_from_mask_default(self.t, prev_mask, self.hw)
@@ -113,30 +144,38 @@ class _Propagator:
             mask = self.p.decode(emb, box, self.hw)
             self.slices.append(index)
             self.boxes.append(np.asarray(box, np.float32))
-            self.src.forget(index)
             self.done += 1
             if self.progress is not None:
                 self.progress(self.done, self.total)
             if self.mode == "default":
-                reason = self._stop_reason(mask, prev)
+                reason = self._stop_reason(mask, prev, self.src.image(index))
                 if reason:
+                    self.src.forget(index)
                     return reason
+            self.src.forget(index)
             self.masks[index] = mask
             prev = mask
         return None
 
-    def _stop_reason(self, mask, prev):
+    def _stop_reason(self, mask, prev, image):
         if not mask.any():
             return "object ended (empty mask)"
-        if prev is not None:
-            x0, y0, x1, y1 = _bbox(prev)
-            if _in_box_fraction(mask, (x0, y0, x1, y1)) < MIN_OVERLAP:
-                return "object ended (mask left the previous slice's extent)"
+        rules = self.rules
+        if self.key_stats is None:  # the key slice defines the object's grey values
+            med, iqr = _median_iqr(image, mask)
+            self.key_stats = (med, max(iqr, rules.min_iqr))
+            return None
+        med = float(np.median(image[mask]))
+        key_med, key_iqr = self.key_stats
+        if abs(med - key_med) > rules.intensity_tolerance * key_iqr:
+            return f"object ended (grey value {med:.0f} vs {key_med:.0f} on the key slice)"
+        if prev is not None and _in_box_fraction(mask, _bbox(prev)) < rules.min_overlap:
+            return "object ended (mask left the previous slice's extent)"
         return None
 
 
 def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None, mode="default",
-                   progress=None, cancel=None, volume_key=None):
+                   progress=None, cancel=None, volume_key=None, rules=DEFAULT_RULES):
     """Propagate a box through its slice range along `axis`. See module docstring for modes.
 
     volume: (K, J, I) raw intensities; window: an IntensityWindow; box_ijk inclusive indices.
@@ -155,7 +194,7 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     key_slice = int(key_slice)
     source = _SliceSource(predictor, volume, window, axis)
     hw = get_slice(volume, axis, key_slice).shape
-    run = _Propagator(predictor, source, box2d, hw, mode, progress, cancel, last - first + 1)
+    run = _Propagator(predictor, source, box2d, hw, mode, progress, cancel, last - first + 1, rules)
     reasons = {"up": run.run_direction(list(range(key_slice, last + 1)), None)}
     start_mask = run.masks.get(key_slice)
     if mode == "default" and start_mask is None:
