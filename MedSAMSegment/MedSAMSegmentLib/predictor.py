@@ -27,7 +27,7 @@ class Predictor:
     """
 
     def __init__(self, model=None, checkpoint=None, device="auto", precision="auto", cache_mb=1024,
-                 batch_size=None, **resolve_options):
+                 batch_size=None, optimise=True, **resolve_options):
         from .models import load_network
 
         self.spec = get_spec(model)
@@ -36,6 +36,8 @@ class Predictor:
         self.transform = transform_for(self.spec.image_size)
         self.precision = precision
         self.encoder_dtype = encoder_dtype(self.device, precision)
+        self.optimise = optimise  # False: the reference encoder, as the official script runs it
+        self._set_encoder()
         self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
         self.cache = EmbeddingCache(cache_mb * 2**20)
         self.notices = []  # user-facing messages, e.g. a fall-back from GPU to CPU
@@ -47,16 +49,19 @@ class Predictor:
         return self.spec.name
 
     # -- encoder -----------------------------------------------------------------------
+    def _set_encoder(self):
+        from .fast_encoder import make_encoder, tune_threads
+
+        if self.device.type == "cpu":
+            tune_threads()
+        self._encoder = make_encoder(self.network.image_encoder, self.device, self.encoder_dtype, self.optimise)
+
     def _encode_now(self, images):
         torch = import_torch()
         batch = torch.from_numpy(np.stack([self.transform.image_tensor(im) for im in images]))
         batch = batch.to(self.device)
         with torch.inference_mode():
-            if self.encoder_dtype == torch.float32:
-                out = self.network.image_encoder(batch)
-            else:
-                with torch.autocast(self.device.type, dtype=self.encoder_dtype):
-                    out = self.network.image_encoder(batch)
+            out = self._encoder(batch)
         self.encoded += len(images)
         return list(out)
 
@@ -67,6 +72,7 @@ class Predictor:
         self.device = torch.device("cpu")
         self.network = self.network.to(self.device)
         self.encoder_dtype = encoder_dtype(self.device, "float32")
+        self._set_encoder()
         self.cache.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
