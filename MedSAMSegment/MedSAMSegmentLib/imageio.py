@@ -64,7 +64,9 @@ def _sitk():
 def _itk_reason(exc):
     """The useful last line of an ITK exception, without source paths and object addresses."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[-1] if lines else str(exc)
+    # The reason follows the "ITK ERROR:" tag; later lines may be a dump (e.g. a matrix).
+    tagged = [line for line in lines if line.startswith(("ITK ERROR:", "sitk::ERROR:"))]
+    reason = tagged[0] if tagged else (lines[-1] if lines else str(exc))
     return re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*(\w+\(0x[0-9a-f]+\):\s*)?", "", reason)
 
 

@@ -102,6 +102,8 @@ def ct_window(volume, level=CT_LEVEL, width=CT_WIDTH):
 def explicit_window(volume, level, width):
     """A window the caller gives (e.g. Slicer's display window): [level -/+ width/2] -> 0..255."""
     _check_volume(volume)
+    if not (np.isfinite(level) and np.isfinite(width)):
+        raise InputError(f"window level and width must be finite numbers, got {level:g}/{width:g}")
     if not width > 0:
         raise InputError(f"window width must be positive, got {width:g}")
     return _window(

@@ -46,8 +46,8 @@ def validate_box(box_ijk, shape_kji, axis):
     """Integer index box inside the volume, at least 2 voxels across in-plane; else InputError."""
     try:
         box = [int(round(float(v))) for v in box_ijk]
-    except (TypeError, ValueError):
-        raise InputError(f"the box must be 6 numbers (i0 j0 k0 i1 j1 k1), got {box_ijk!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite coordinate
+        raise InputError(f"the box must be 6 finite numbers (i0 j0 k0 i1 j1 k1), got {box_ijk!r}") from None
     if len(box) != 6:
         raise InputError(f"the box must be 6 numbers (i0 j0 k0 i1 j1 k1), got {len(box)}")
     size_ijk = shape_kji[::-1]
