@@ -7,6 +7,7 @@ import numpy as np
 
 from .device import encoder_dtype, import_torch, select_device
 from .embedding_cache import EmbeddingCache
+from .errors import MedSAMError
 from .preprocess import transform_for
 from .registry import get_spec
 
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 def _is_out_of_memory(exc):
     torch = import_torch()
     oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, (oom, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
 
 
 class Predictor:
@@ -78,20 +80,25 @@ class Predictor:
             torch.cuda.empty_cache()
 
     def _encode_resilient(self, images):
-        """Encode; on GPU out-of-memory retry in halves, then on the CPU."""
+        """Encode; when memory runs out, retry in halves, then (from a GPU) on the CPU."""
         try:
             return self._encode_now(images)
         except (RuntimeError, MemoryError) as exc:
-            if self.device.type == "cpu" or not _is_out_of_memory(exc):
+            if not _is_out_of_memory(exc):
                 raise
+            failure = exc
         torch = import_torch()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        where = "GPU" if self.device.type != "cpu" else "CPU"
         if len(images) > 1:
             half = len(images) // 2
             self.batch_size = max(1, half)
-            self.notices.append(f"GPU memory is short; encoding {self.batch_size} slice(s) at a time")
+            self.notices.append(f"{where} memory is short; encoding {self.batch_size} slice(s) at a time")
+            log.warning(self.notices[-1])
             return self._encode_resilient(images[:half]) + self._encode_resilient(images[half:])
+        if self.device.type == "cpu":
+            raise MedSAMError(f"out of memory while encoding one slice on the CPU: {failure}") from failure
         self._fall_back_to_cpu()
         return self._encode_now(images)
 
