@@ -37,7 +37,7 @@ class Predictor:
         self.network, self.checkpoint = load_network(self.spec, checkpoint, self.device, **resolve_options)
         self.transform = transform_for(self.spec.image_size)
         self.precision = precision
-        self.encoder_dtype = encoder_dtype(self.device, precision)
+        self.encoder_dtype = encoder_dtype(self.device, precision, self.spec.architecture)
         self.optimise = optimise  # False: the reference encoder, as the official script runs it
         self._set_encoder()
         self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
