@@ -75,9 +75,25 @@ def test_default_mode_stays_in_range_and_beats_official_on_a_padded_range(brain)
     assert touched.min() >= padded[2] and touched.max() <= padded[5]
     assert len(official.slices) == padded[5] - padded[2] + 1  # official never stops early
     assert dice(default.mask, label == 1) >= dice(official.mask, label == 1)
-    # it stopped where the tumour ends instead of segmenting the 3 extra slices on each side
-    assert len(default.slices) < len(official.slices)
-    assert any(reason and reason.startswith("object ended") for reason in default.stop_reasons.values())
+
+
+def test_default_mode_stops_where_the_tissue_changes_and_official_does_not():
+    # A bright disc (the object) on slices 3..6 continues as a darker disc (another tissue) in
+    # the same place on the other slices: the model would follow it, the default mode stops.
+    k, j, i = np.ogrid[:10, :64, :64]
+    disc = (i - 32) ** 2 + (j - 30) ** 2 <= 12**2
+    volume = np.where(disc, np.where((k >= 3) & (k <= 6), 400, 150), 20).astype(np.int16)
+    truth = disc & (k >= 3) & (k <= 6)
+    window = auto_window(volume, window=(200, 400))
+    box = (18, 16, 0, 46, 44, 9)
+    pred = shared_predictor()
+    default = segment_volume(pred, volume, window, box, axis="k", key_slice=4, mode="default")
+    official = segment_volume(pred, volume, window, box, axis="k", key_slice=4, mode="official")
+    assert set(np.nonzero(default.mask.any(axis=(1, 2)))[0]) == {3, 4, 5, 6}
+    assert default.stop_reasons["up"].startswith("object ended (grey value")
+    assert default.stop_reasons["down"].startswith("object ended (grey value")
+    assert official.mask[[0, 1, 2, 7, 8, 9]].any()  # the official procedure runs to the range ends
+    assert dice(default.mask, truth) > 0.9 > dice(official.mask, truth)
 
 
 def test_single_slice_volume_is_segmented(brain):
