@@ -91,8 +91,8 @@ def reference_mask():
     "box, axis, message",
     [
         ([], "k", "must be 6 numbers .* got 0"),
-        (None, "k", "must be 6 numbers .* got None"),
-        ((10, 10, 0, float("nan"), 30, 1), "k", "must be 6 numbers"),
+        (None, "k", "must be 6 finite numbers .* got None"),
+        ((10, 10, 0, float("nan"), 30, 1), "k", "must be 6 finite numbers"),
         ((10, 30, 0, 30, 10, 1), "k", "inverted along j: 30 > 10"),
         ((10, 10, 1, 30, 30, 0), "k", "inverted along k: 1 > 0"),
         ((10, 10, 0, 30, 30, 0), "j", "too small to segment: 21 x 1 voxels"),  # zero height in an i-k slice
