@@ -209,8 +209,12 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     return PropagationResult(mask, axis, key_slice, run.slices, run.boxes, reasons)
 
 
-def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=None):
-    """uint8 mask of one slice for a 2D pixel box (x0, y0, x1, y1) inclusive."""
+def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=None, rules=DEFAULT_RULES):
+    """uint8 mask of one slice for a 2D pixel box (x0, y0, x1, y1) inclusive.
+
+    The box is scaled as on the key slice of segment_volume's default mode, so one slice
+    segmented alone equals the same slice of a propagation started there.
+    """
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume (K, J, I), got shape {volume.shape}")
     if not 0 <= int(index) < num_slices(volume.shape, axis):
@@ -223,4 +227,5 @@ def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=N
     key = source.key(int(index))
     emb = predictor.embedding(key, source.image(int(index)))
     hw = source.image(int(index)).shape
-    return predictor.decode(emb, predictor.transform.box_exact(box2d, hw), hw).astype(np.uint8)
+    scale = predictor.transform.box_exact if rules.exact_boxes else predictor.transform.box_official
+    return predictor.decode(emb, scale(box2d, hw), hw).astype(np.uint8)
