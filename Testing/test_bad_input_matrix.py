@@ -27,8 +27,8 @@ import SimpleITK as sitk
 
 from engine_support import dice, shared_predictor
 from helpers_http import LocalServer
+from cli_support import assert_one_line_error, call
 from MedSAMSegmentLib import geometry
-from MedSAMSegmentLib.cli import main
 from MedSAMSegmentLib.errors import InputError
 from MedSAMSegmentLib.imageio import read_image
 from MedSAMSegmentLib.intensity import auto_window, explicit_window
@@ -62,17 +62,6 @@ def save(array, path, spacing=None, direction=None, origin=None, vector=False):
         img.SetOrigin(origin)
     sitk.WriteImage(img, str(path))
     return str(path)
-
-
-def call(capsys, *args):
-    """The CLI in this process: (exit status, stdout, stderr)."""
-    status = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def assert_one_line_error(err):
-    assert err.startswith("medsam-segment: error: ") and err.count("\n") == 1, err
 
 
 @pytest.fixture(scope="module")

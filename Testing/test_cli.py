@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSAMSegmentLib.cli import main
+from cli_support import assert_one_line_error, call
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, dice, official_box
 from MedSAMSegmentLib.imageio import read_image
 from MedSAMSegmentLib.markups import write_roi_json
@@ -39,17 +39,6 @@ def run_cli(*args, limit_fsize=None):
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
-
-
-def call(capsys, *args):
-    """The CLI in this process: (exit status, stdout, stderr)."""
-    status = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def assert_one_line_error(err):
-    assert err.startswith("medsam-segment: error: ") and err.count("\n") == 1, err
 
 
 @pytest.fixture(scope="module")
