@@ -1,6 +1,7 @@
 """Image encoder + prompt decoder with an embedding cache: each slice is encoded at most once."""
 
 import logging
+import os
 import threading
 
 import numpy as np
@@ -60,12 +61,22 @@ class Predictor:
 
     def _encode_now(self, images):
         torch = import_torch()
-        batch = torch.from_numpy(np.stack([self.transform.image_tensor(im) for im in images]))
+        batch = torch.from_numpy(np.stack(self._prepare(images)))
         batch = batch.to(self.device)
         with torch.inference_mode():
             out = self._encoder(batch)
         self.encoded += len(images)
         return list(out)
+
+    def _prepare(self, images):
+        """Model input tensors; a batch is prepared in threads (the resizes release the GIL),
+        which is what keeps a GPU busy with ViT-B's 1024-pixel inputs."""
+        if len(images) == 1:
+            return [self.transform.image_tensor(images[0])]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:
+            return list(pool.map(self.transform.image_tensor, images))
 
     def _fall_back_to_cpu(self):
         torch = import_torch()
