@@ -277,6 +277,9 @@ def test_ctrl_c_in_mid_propagation_exits_130_and_writes_nothing(tmp_path):
     code = textwrap.dedent(
         """
         import os, signal, sys
+        # A shell starts background jobs with SIGINT ignored and children inherit that; a user
+        # at a terminal has Python's default handler, which is what this test is about.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from MedSAMSegmentLib import cli
         shown = cli.ProgressBar.__call__
         def progress(self, done, total):
