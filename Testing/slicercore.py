@@ -217,6 +217,19 @@ class SlicerCore:
             node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
         return node
 
+    def addSegmentEditor(self, segmentationNode, volumeNode):
+        """Qt-free Segment Editor logic on a new editor node: (logic, editor node)."""
+        editorNode = self.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "SegmentEditor")
+        editor = slicer.vtkSlicerSegmentEditorLogic()
+        editor.SetMRMLScene(self.scene)
+        editor.SetMRMLApplicationLogic(self.appLogic)
+        editor.SetSegmentEditorNode(editorNode)
+        editor.SetSegmentationNode(segmentationNode)
+        editor.SetSourceVolumeNode(volumeNode)
+        editor.SetMaximumNumberOfUndoStates(5)
+        assert editor.UpdateAlignedSourceVolume()
+        return editor, editorNode
+
     def segmentArray(self, segmentationNode, segmentId, referenceVolume):
         """A segment exported through Slicer's own logic onto referenceVolume's voxels (K, J, I)."""
         with self.installed():

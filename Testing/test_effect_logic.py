@@ -107,19 +107,6 @@ def test_slice_ranges_along_other_axes_and_bad_options():
 
 
 # -- applying through Slicer's segment editor logic -----------------------------------------------
-def makeEditor(core, segmentation, volume):
-    editorNode = core.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
-    editor = slicer.vtkSlicerSegmentEditorLogic()
-    editor.SetMRMLScene(core.scene)
-    editor.SetMRMLApplicationLogic(core.appLogic)
-    editor.SetSegmentEditorNode(editorNode)
-    editor.SetSegmentationNode(segmentation)
-    editor.SetSourceVolumeNode(volume)
-    editor.SetMaximumNumberOfUndoStates(5)
-    assert editor.UpdateAlignedSourceVolume()
-    return editor, editorNode
-
-
 def block(lo, hi):
     mask = np.zeros(SHAPE, np.uint8)
     mask[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = 1
@@ -144,7 +131,7 @@ def test_apply_add_and_replace_in_processed_slices(slicer_core, volume, vtk_mess
     logic = MedSAMLogic()
     old = block((5, 5, 2), (9, 9, 2)) | block((35, 30, 6), (40, 35, 6))
     segmentId = logic.writeMaskToSegment(old, volume, segmentation, "target")
-    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     editorNode.SetSelectedSegmentID(segmentId)
     reference = editor.GetAlignedSourceVolume()
     box, axis = (10, 8, 5, 30, 20, 7), "k"
@@ -173,7 +160,7 @@ def test_apply_honours_the_editable_area(slicer_core, volume, vtk_messages):
     area = block((0, 0, 0), (19, 39, 11))  # left part of the volume only
     areaId = logic.writeMaskToSegment(area, volume, segmentation, "area")
     targetId = logic.writeMaskToSegment(np.zeros(SHAPE, np.uint8), volume, segmentation, "target")
-    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     editorNode.SetSelectedSegmentID(targetId)
     editorNode.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editorNode.SetMaskSegmentID(areaId)
@@ -195,7 +182,7 @@ def test_preview_is_a_separate_translucent_segmentation(slicer_core, volume, vtk
     segmentation = slicer_core.addSegmentation("Lesions", referenceVolume=volume)
     transform = slicer_core.addLinearTransform(np.eye(4))
     segmentation.SetAndObserveTransformNodeID(transform.GetID())
-    editor, _editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, _editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     new = block((12, 10, 5), (25, 18, 7))
     labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
 
@@ -267,7 +254,7 @@ def test_effect_path_on_the_bundled_sample(slicer_core, vtk_messages):
     assert info["slices"] == [middle]
     segmentation = slicer_core.addSegmentation(referenceVolume=volume)
     segmentId = logic.writeMaskToSegment(np.zeros_like(mask), volume, segmentation, "tumour")
-    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     editorNode.SetSelectedSegmentID(segmentId)
     labelmap = effectlogic.maskToLabelmap(mask, volume, segmentation, editor.GetAlignedSourceVolume())
     editor.SaveStateForUndo()

@@ -367,18 +367,6 @@ def test_segment_slice_matches_the_key_slice_of_a_volume_run(slicer_core, cases_
 
 
 # -- applying through the Segment Editor logic ----------------------------------------------
-def makeEditor(core, segmentation, volume):
-    editorNode = core.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "SegmentEditor")
-    editor = slicer.vtkSlicerSegmentEditorLogic()
-    editor.SetMRMLScene(core.scene)
-    editor.SetMRMLApplicationLogic(core.appLogic)
-    editor.SetSegmentEditorNode(editorNode)
-    editor.SetSegmentationNode(segmentation)
-    editor.SetSourceVolumeNode(volume)
-    editor.SetMaximumNumberOfUndoStates(5)
-    return editor, editorNode
-
-
 OVERWRITE = {
     "all": ("OverwriteAllSegments", {"Area", "Visible", "Hidden"}),
     "visible": ("OverwriteVisibleSegments", {"Area", "Visible"}),
@@ -405,7 +393,7 @@ def test_apply_with_editor_logic_honours_masking_and_undo(slicer_core, cases_dir
     }
     ids = {name: logic.writeMaskToSegment(mask, volume, segmentation, name) for name, mask in old.items()}
     segmentation.GetDisplayNode().SetSegmentVisibility(ids["Hidden"], False)
-    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     editorNode.SetSelectedSegmentID(ids["Target"])
     editorNode.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editorNode.SetMaskSegmentID(ids["Area"])
@@ -444,7 +432,7 @@ def test_apply_with_editor_logic_rejects_bad_input(slicer_core, cases_dir, logic
     volume, _label, _matrix = loadCase(slicer_core, cases_dir, CORD)
     shape = mrml_io.volumeArray(volume).shape
     segmentation = slicer_core.addSegmentation(referenceVolume=volume)
-    editor, editorNode = makeEditor(slicer_core, segmentation, volume)
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     mask = blob(shape, (20, 20, 20), (30, 30, 30))
     with pytest.raises(InputError, match="Select"):
         logic.applyWithEditorLogic(editor, mask, volume)
