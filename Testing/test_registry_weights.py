@@ -18,7 +18,7 @@ sys.path.insert(0, str(SRC))
 from helpers_http import LocalServer  # noqa: E402
 from MedSAMSegmentLib import registry  # noqa: E402
 from MedSAMSegmentLib.errors import InputError, WeightsError  # noqa: E402
-from MedSAMSegmentLib.registry import DEFAULT_MODEL, MODELS, ModelSpec, get_spec, register  # noqa: E402
+from MedSAMSegmentLib.registry import DEFAULT_MODEL, MODELS, get_spec, register  # noqa: E402
 from MedSAMSegmentLib.weights import (  # noqa: E402
     default_cache_dir,
     embedded_litemedsam_path,
