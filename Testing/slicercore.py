@@ -17,6 +17,9 @@ import slicer
 import vtk
 from vtkmodules.util.misc import calldata_type
 
+# Matrix conversions are the library's own (re-exported for the tests).
+from MedSAMSegmentLib.mrml_io import toNumpyMatrix, toVtkMatrix  # noqa: F401
+
 # (name under slicer.modules, module-logic name in the application logic, logic class)
 MODULE_LOGICS = (
     ("volumes", "Volumes", "vtkSlicerVolumesLogic"),
@@ -234,21 +237,6 @@ class SlicerCore:
         """A segment exported through Slicer's own logic onto referenceVolume's voxels (K, J, I)."""
         with self.installed():
             return slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume)
-
-
-def toVtkMatrix(matrix):
-    if isinstance(matrix, vtk.vtkMatrix4x4):
-        return matrix
-    result = vtk.vtkMatrix4x4()
-    values = np.asarray(matrix, dtype=float).reshape(4, 4)
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, values[row, column])
-    return result
-
-
-def toNumpyMatrix(matrix):
-    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
 
 
 def ijkToRasFromSitk(image):
