@@ -112,14 +112,16 @@ def test_make_encoder_selects_the_path():
     assert encode is not other and torch.equal(encode(torch.ones(1)), torch.full((1,), 2.0))
 
 
-def test_predictor_uses_the_fast_encoder_by_default(real_slice, reference_embedding):
+def test_predictor_uses_the_fast_paths_by_default(real_slice, reference_embedding):
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
     from MedSAMSegmentLib.fast_encoder import FastTinyViT
     from MedSAMSegmentLib.predictor import Predictor
 
     fast = Predictor(model="litemedsam", device="cpu", cache_mb=16)
     assert isinstance(fast._encoder, FastTinyViT) and fast._encoder.dtype == torch.float32
+    assert isinstance(fast._decoder, FastMaskDecoder)
     official = Predictor(model="litemedsam", device="cpu", cache_mb=16, optimise=False)
-    assert official._encoder is official.network.image_encoder
+    assert official._encoder is official.network.image_encoder and official._decoder is None
     bf16 = Predictor(model="litemedsam", device="cpu", precision="bfloat16", cache_mb=16)
     assert bf16._encoder.dtype == torch.bfloat16
     image = np.load(REFERENCE_DIR / "mr_abdomen_totalseg" / "_input_uint8.npz")["imgs"][7]

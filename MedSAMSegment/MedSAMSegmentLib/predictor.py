@@ -39,8 +39,8 @@ class Predictor:
         self.transform = transform_for(self.spec.image_size)
         self.precision = precision
         self.encoder_dtype = encoder_dtype(self.device, precision, self.spec.architecture)
-        self.optimise = optimise  # False: the reference encoder, as the official script runs it
-        self._set_encoder()
+        self.optimise = optimise  # False: the reference encoder and decoder, as the official script runs them
+        self._set_fast_paths()
         self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
         self.cache = EmbeddingCache(cache_mb * 2**20)
         self.notices = []  # user-facing messages, e.g. a fall-back from GPU to CPU
@@ -51,13 +51,19 @@ class Predictor:
     def model_name(self):
         return self.spec.name
 
-    # -- encoder -----------------------------------------------------------------------
-    def _set_encoder(self):
+    # -- encoder and decoder -----------------------------------------------------------------------
+    def _set_fast_paths(self):
         from .fast_encoder import make_encoder, tune_threads
 
         if self.device.type == "cpu":
             tune_threads()
         self._encoder = make_encoder(self.network.image_encoder, self.device, self.encoder_dtype, self.optimise)
+        self._decoder = None
+        if self.optimise:
+            from .fast_decoder import FastMaskDecoder
+
+            with import_torch().inference_mode():
+                self._decoder = FastMaskDecoder(self.network)
 
     def _encode_now(self, images):
         torch = import_torch()
@@ -85,7 +91,7 @@ class Predictor:
         self.device = torch.device("cpu")
         self.network = self.network.to(self.device)
         self.encoder_dtype = encoder_dtype(self.device, "float32")
-        self._set_encoder()
+        self._set_fast_paths()
         self.cache.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -129,27 +135,35 @@ class Predictor:
         return self.embeddings([key], lambda _k: image)[0]
 
     # -- decoder -----------------------------------------------------------------------
-    def decode_logits(self, embedding, model_box):
-        """Low-resolution logits (torch, model grid) and the decoder's own IoU estimate."""
+    def decode_logits(self, embedding, model_boxes):
+        """Low-resolution logits (torch, N x model grid) and the decoder's own IoU estimates (N,)
+        for N boxes on one embedding; one box (4 numbers) gives N = 1."""
         torch = import_torch()
         with self._lock, torch.inference_mode():
             net = self.network
-            emb = embedding.to(self.device, torch.float32)[None]
-            box = torch.as_tensor(np.asarray(model_box, np.float32), device=self.device)[None, None, :]
-            sparse, dense = net.prompt_encoder(points=None, boxes=box, masks=None)
+            boxes = torch.as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
+            sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
+            if self._decoder is not None:
+                logits, iou = self._decoder(embedding, sparse)
+                return logits, iou.float().cpu().numpy()
             logits, iou = net.mask_decoder(
-                image_embeddings=emb,
+                image_embeddings=embedding.to(self.device, torch.float32)[None],
                 image_pe=net.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
             )
-            return logits[0, 0], float(iou[0, 0])
+            return logits[:, 0], iou[:, 0].float().cpu().numpy()
 
     def decode(self, embedding, model_box, hw):
         """Mask (bool H x W) for a box already in model coordinates (x0, y0, x1, y1)."""
         logits, _ = self.decode_logits(embedding, model_box)
-        return self.transform.mask_from_logits(logits, hw)
+        return self.transform.mask_from_logits(logits[0], hw)
+
+    def decode_many(self, embedding, model_boxes, hw):
+        """Masks (bool H x W) for several boxes on one slice, and the decoder's IoU estimates."""
+        logits, iou = self.decode_logits(embedding, model_boxes)
+        return [self.transform.mask_from_logits(one, hw) for one in logits], iou
 
     def segment_2d(self, image, box_xyxy, cache_key=None, official_box=False):
         """uint8 mask of a uint8 2D image for a pixel box (x0, y0, x1, y1), inclusive."""

@@ -86,6 +86,11 @@ class LiteTransform:
         """The official +/- 3 px at 256 scale, expressed in slice pixels."""
         return self.box_margin * max(hw) / self.size
 
+    def model_extent(self, hw):
+        """(width, height) the slice occupies in model coordinates (the rest is padding)."""
+        newh, neww = resized_shape(hw[0], hw[1], self.size)
+        return neww, newh
+
 
 class VitBTransform:
     """MedSAM ViT-B (SAM ViT-B, 1024x1024 input, aspect ratio NOT kept)."""
@@ -131,6 +136,9 @@ class VitBTransform:
 
     def pixel_margin(self, hw):
         return self.box_margin * max(hw) / 256.0
+
+    def model_extent(self, hw):
+        return self.size, self.size
 
 
 def transform_for(image_size):

@@ -1,0 +1,70 @@
+"""The decoder fast path computes SAM's single-mask decoder output for box prompts (real weights)."""
+
+import numpy as np
+import pytest
+
+from engine_support import REFERENCE_DIR
+
+torch = pytest.importorskip("torch")
+
+BOXES = [(60, 50, 150, 140), (10, 20, 240, 200), (120, 90, 130, 100)]  # model coordinates (256 grid)
+
+
+@pytest.fixture(scope="module")
+def network_and_embedding():
+    from MedSAMSegmentLib.models import load_network
+    from MedSAMSegmentLib.preprocess import LiteTransform
+
+    path = REFERENCE_DIR / "mr_abdomen_totalseg" / "_input_uint8.npz"
+    if not path.is_file():
+        pytest.skip("../shared/reference is not available")
+    net, _ = load_network("litemedsam", device="cpu")
+    image = torch.from_numpy(LiteTransform().image_tensor(np.load(path)["imgs"][7])[None])
+    with torch.inference_mode():
+        return net, net.image_encoder(image)[0]
+
+
+def _reference(net, embedding, boxes):
+    with torch.inference_mode():
+        sparse, dense = net.prompt_encoder(points=None, boxes=torch.tensor(boxes, dtype=torch.float32), masks=None)
+        logits, iou = net.mask_decoder(image_embeddings=embedding[None], image_pe=net.prompt_encoder.get_dense_pe(),
+                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                       multimask_output=False)
+    return logits[:, 0], iou[:, 0]
+
+
+def _fast(decoder, net, embedding, boxes):
+    with torch.inference_mode():
+        sparse, _ = net.prompt_encoder(points=None, boxes=torch.tensor(boxes, dtype=torch.float32), masks=None)
+        return decoder(embedding, sparse)
+
+
+def test_fast_decoder_matches_the_reference_for_single_and_batched_boxes(network_and_embedding):
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+
+    net, embedding = network_and_embedding
+    with torch.inference_mode():
+        decoder = FastMaskDecoder(net)
+    ref_logits, ref_iou = _reference(net, embedding, BOXES)
+    logits, iou = _fast(decoder, net, embedding, BOXES)  # one batch of three candidates
+    assert logits.shape == ref_logits.shape == (3, 256, 256)
+    assert float((logits - ref_logits).abs().max()) < 1e-3 * float(ref_logits.abs().max())
+    assert np.allclose(iou.numpy(), ref_iou.numpy(), atol=1e-4)
+    assert torch.equal(logits > 0, ref_logits > 0)
+    for n, box in enumerate(BOXES):  # one at a time, re-using the slice's memoised terms
+        one, _ = _fast(decoder, net, embedding, [box])
+        assert torch.allclose(one[0], logits[n], atol=1e-3)
+
+
+def test_memo_follows_the_embedding_not_a_stale_slice(network_and_embedding):
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+
+    net, embedding = network_and_embedding
+    with torch.inference_mode():
+        decoder = FastMaskDecoder(net)
+        other = embedding.flip(-1).contiguous()  # another slice's embedding
+    first, _ = _fast(decoder, net, embedding, BOXES[:1])
+    second, _ = _fast(decoder, net, other, BOXES[:1])
+    expected, _ = _reference(net, other, BOXES[:1])
+    assert not torch.allclose(first, second)
+    assert torch.allclose(second, expected, atol=1e-3)
