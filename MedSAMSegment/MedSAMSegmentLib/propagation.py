@@ -40,6 +40,12 @@ class DefaultRules:
     # Boxes from the full-resolution mask without truncation; off by default because measured it
     # changed results in both directions (the official 256-scale rule is kept).
     exact_boxes: bool = False
+    # Candidate prompts after the key slice: the official box and the same box widened by these
+    # fractions of its size on each side; the decoder's IoU estimate picks among them.
+    margins: tuple = ()
+    # How to pick: "iou" (decoder's estimate) or "iou*dice" (times the Dice with the previous
+    # mask: adjacent slices of one object look alike).
+    select: str = "iou"
 
 
 DEFAULT_RULES = DefaultRules()
@@ -92,6 +98,22 @@ def _box_from_mask_default(transform, mask, hw):
     return transform.box_exact(box, hw)
 
 
+def _dice(a, b):
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 0.0
+
+
+def _widened(box, fractions, extent):
+    """box, then box widened by each fraction of its width/height per side, clamped to extent."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    out = [np.asarray(box, np.float32)]
+    for f in fractions:
+        out.append(np.array([max(0.0, x0 - f * w), max(0.0, y0 - f * h),
+                             min(float(extent[0]), x1 + f * w), min(float(extent[1]), y1 + f * h)], np.float32))
+    return out
+
+
 def _in_box_fraction(mask, box_pixels):
     x0, y0, x1, y1 = [int(round(v)) for v in box_pixels]
     inside = mask[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1].sum()
@@ -141,7 +163,14 @@ class _Propagator:
                 self.p.embeddings(list(lookup), lambda k: self.src.image(lookup[k]))
             emb = self.p.embedding(key, self.src.image(index))
             box = self._prompt(prev)
-            mask = self.p.decode(emb, box, self.hw)
+            if self.mode == "default" and self.rules.margins and prev is not None:
+                boxes = _widened(box, self.rules.margins, self.t.model_extent(self.hw))
+                masks, ious = self.p.decode_many(emb, boxes, self.hw)
+                scores = ious if self.rules.select == "iou" else [i * _dice(m, prev) for m, i in zip(masks, ious)]
+                best = int(np.argmax(scores))
+                mask, box = masks[best], boxes[best]
+            else:
+                mask = self.p.decode(emb, box, self.hw)
             self.slices.append(index)
             self.boxes.append(np.asarray(box, np.float32))
             self.done += 1
