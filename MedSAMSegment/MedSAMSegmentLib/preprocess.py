@@ -91,6 +91,10 @@ class LiteTransform:
         newh, neww = resized_shape(hw[0], hw[1], self.size)
         return neww, newh
 
+    def box_to_pixels(self, model_box, hw):
+        """A model-coordinate box back in slice pixels (floats)."""
+        return np.asarray(model_box, np.float64) * (max(hw) / self.size)
+
 
 class VitBTransform:
     """MedSAM ViT-B (SAM ViT-B, 1024x1024 input, aspect ratio NOT kept)."""
@@ -139,6 +143,9 @@ class VitBTransform:
 
     def model_extent(self, hw):
         return self.size, self.size
+
+    def box_to_pixels(self, model_box, hw):
+        return np.asarray(model_box, np.float64) / self._scale(hw)
 
 
 def transform_for(image_size):
