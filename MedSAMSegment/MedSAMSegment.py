@@ -111,7 +111,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
         self.precisionCombo.toolTip = _("Encoder precision; auto: float16 on CUDA, float32 elsewhere")
         form.addRow(_("Precision:"), self.precisionCombo)
         self.propagationCombo = self._combo([(name, name) for name in MODES])
-        self.propagationCombo.toolTip = _("default: follows the object and stops where it ends; "
+        self.propagationCombo.toolTip = _("default: follows the object without shrinking and stops where it ends; "
                                           "official: the published LiteMedSAM procedure")
         form.addRow(_("Propagation:"), self.propagationCombo)
         self.cacheFolderEdit = ctk.ctkPathLineEdit()

@@ -71,7 +71,8 @@ def build_parser():
     )
     seg.add_argument(
         "--propagation", choices=("default", "official"), default="default",
-        help="official: the published LiteMedSAM 3D procedure; default: stops where the object ends",
+        help="official: the published LiteMedSAM 3D procedure; default: keeps large objects from shrinking "
+        "and stops where the object ends",
     )
     seg.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd (default: %(default)s)")
     seg.add_argument(
