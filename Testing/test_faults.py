@@ -173,18 +173,18 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_notice_and_the_cpu_masks
 
 
 def test_cli_out_of_memory_fails_with_one_line_and_no_output(tmp_path):
-    # The encoder of the CLI's own predictor is wrapped as it is built (Predictor._set_encoder).
+    # The encoder of the CLI's own predictor is wrapped as it is built (Predictor._set_fast_paths).
     prelude = textwrap.dedent(
         f"""
         import sys, torch
         from MedSAMSegmentLib import predictor
-        built = predictor.Predictor._set_encoder
-        def _set_encoder(self):
+        built = predictor.Predictor._set_fast_paths
+        def _set_fast_paths(self):
             built(self)
             def out_of_memory(batch):
                 raise torch.cuda.OutOfMemoryError({CUDA_OOM!r})
             self._encoder = out_of_memory
-        predictor.Predictor._set_encoder = _set_encoder
+        predictor.Predictor._set_fast_paths = _set_fast_paths
         from MedSAMSegmentLib.cli import main
         sys.exit(main(sys.argv[1:]))
         """

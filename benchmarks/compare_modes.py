@@ -24,7 +24,7 @@ SHARED = ROOT.parent / "shared"
 # not by how well either mode does on them.
 EXTRA = {
     "ct_abdomen_pelvis_totalseg": [
-        ("duodenum", 19), ("urinary_bladder", 21), ("sacrum", 25), ("vertebrae_L3", 29),
+        ("duodenum", 19), ("colon", 20), ("sacrum", 25), ("vertebrae_L3", 29),
         ("iliac_artery_left", 65), ("gluteus_medius_left", 82), ("iliopsoas_right", 89), ("femur_right", 76),
     ],
     "ct_upper_abdomen_hires_totalseg": [
@@ -119,7 +119,11 @@ def main(argv=None):
         print_table("Reference structures, range padded by 3 slices", run_table(pred, ref_items, 3))
     if not args.no_extra:
         extra = []
+        in_reference = {(n.split("/")[0], i["label"]) for n, i in summary.items()}
         for case, labels in EXTRA.items():
+            overlap = [s for s, v in labels if (case, v) in in_reference]
+            if overlap:
+                raise SystemExit(f"EXTRA lists reference structures: {case}/{overlap}")
             _, label = load(case)
             modality = "CT" if case.startswith("ct") else "MR"
             for struct, value in labels:
