@@ -51,7 +51,7 @@ class Predictor:
     def model_name(self):
         return self.spec.name
 
-    # -- encoder and decoder -----------------------------------------------------------------------
+    # -- encoder and decoder fast paths ----------------------------------------------------
     def _set_fast_paths(self):
         from .fast_encoder import make_encoder, tune_threads
 
