@@ -82,10 +82,6 @@ class LiteTransform:
         up = F.interpolate(cropped, size=tuple(hw), mode="bilinear", align_corners=False)
         return (torch.sigmoid(up) > 0.5)[0, 0].cpu().numpy()
 
-    def pixel_margin(self, hw):
-        """The official +/- 3 px at 256 scale, expressed in slice pixels."""
-        return self.box_margin * max(hw) / self.size
-
     def model_extent(self, hw):
         """(width, height) the slice occupies in model coordinates (the rest is padding)."""
         newh, neww = resized_shape(hw[0], hw[1], self.size)

@@ -44,23 +44,10 @@ class DefaultRules:
     # The model segments what its box shows: stop when less than this share of the new mask lies
     # inside the box that prompted it (it has jumped to a neighbour).
     min_overlap: float = 0.5
-    # Boxes from the full-resolution mask without truncation; off by default because measured it
-    # changed results in both directions (the official 256-scale rule is kept).
-    exact_boxes: bool = False
-    # Candidate prompts after the key slice: the official box, and the same box widened by each of
-    # these fractions of its width/height per side. () prompts with the official box only.
+    # When the official box's mask is smaller than the previous slice's (shrinking is what they
+    # fix; elsewhere they only risk a leak), also try the official box widened by each of these
+    # fractions of its width/height per side. () prompts with the official box only.
     margins: tuple = (0.1,)
-    # How a candidate is chosen: "iou*dice" (the decoder's IoU estimate times the Dice with the
-    # previous slice's mask) or "iou" (the estimate alone).
-    select: str = "iou*dice"
-    # Try the wider boxes only when the official box's mask is smaller than the previous mask:
-    # shrinking is the failure they fix; elsewhere they only risk a leak (measured: fewer and
-    # smaller losses on labels outside the reference set, and fewer decoder calls).
-    widen_when_shrinking: bool = True
-
-    def __post_init__(self):
-        if self.select not in ("iou*dice", "iou"):
-            raise ValueError(f"unknown candidate selection {self.select!r}")
 
 
 DEFAULT_RULES = DefaultRules()
@@ -97,20 +84,6 @@ class _SliceSource:
 
     def forget(self, index):
         self._images.pop(index, None)
-
-
-def _bbox(mask):
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return None
-    return xs.min(), ys.min(), xs.max(), ys.max()
-
-
-def _box_from_mask_default(transform, mask, hw):
-    x0, y0, x1, y1 = _bbox(mask)
-    m = transform.pixel_margin(hw)
-    box = (max(0, x0 - m), max(0, y0 - m), min(hw[1] - 1, x1 + m), min(hw[0] - 1, y1 + m))
-    return transform.box_exact(box, hw)
 
 
 def _dice(a, b):
@@ -153,18 +126,9 @@ class _Propagator:
         self.slices, self.boxes = [], []
 
     def _prompt(self, prev_mask):
-        if self.mode == "official":
-            if prev_mask is not None and prev_mask.any():
-                box = self.t.box_from_mask_official(prev_mask)
-                if box is not None:
-                    return box
-            return self.t.box_official(self.box2d, self.hw)
-        if not self.rules.exact_boxes:
-            box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
-            return self.t.box_official(self.box2d, self.hw) if box is None else box
-        if prev_mask is None:
-            return self.t.box_exact(self.box2d, self.hw)
-        return _box_from_mask_default(self.t, prev_mask, self.hw)
+        """The official prompt: the previous mask's box, else the given box (both at model scale)."""
+        box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
+        return self.t.box_official(self.box2d, self.hw) if box is None else box
 
     def run_direction(self, order, first_prev):
         """Segment slices in `order`; returns why it stopped (None: reached the end)."""
@@ -199,22 +163,15 @@ class _Propagator:
         return None
 
     def _best_candidate(self, emb, box, prev):
-        """(mask, box) of the best candidate prompt around `box`."""
-        rules = self.rules
-        boxes = _widened(box, rules.margins, self.t.model_extent(self.hw))
-        if rules.widen_when_shrinking:
-            masks, ious = self.p.decode_many(emb, boxes[:1], self.hw)
-            if masks[0].sum() >= prev.sum():  # not shrinking: nothing for a wider box to fix
-                return masks[0], boxes[0]
-            more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
-            masks, ious = masks + more, np.concatenate([ious, more_ious])
-        else:
-            masks, ious = self.p.decode_many(emb, boxes, self.hw)
-        if rules.select == "iou":
-            scores = ious
-        else:
-            scores = [iou * _dice(m, prev) for m, iou in zip(masks, ious)]
-        best = int(np.argmax(scores))
+        """(mask, box): the official prompt's, unless its mask shrinks and a wider box scores
+        better on IoU estimate x Dice with the previous mask."""
+        boxes = _widened(box, self.rules.margins, self.t.model_extent(self.hw))
+        masks, ious = self.p.decode_many(emb, boxes[:1], self.hw)
+        if masks[0].sum() >= prev.sum():  # not shrinking: nothing for a wider box to fix
+            return masks[0], boxes[0]
+        more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
+        masks, ious = masks + more, np.concatenate([ious, more_ious])
+        best = int(np.argmax([iou * _dice(m, prev) for m, iou in zip(masks, ious)]))
         return masks[best], boxes[best]
 
     def _stop_reason(self, mask, prev, box, image):
@@ -269,7 +226,7 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     return PropagationResult(mask, axis, key_slice, run.slices, run.boxes, reasons)
 
 
-def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=None, rules=DEFAULT_RULES):
+def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=None):
     """uint8 mask of one slice for a 2D pixel box (x0, y0, x1, y1) inclusive.
 
     The box is scaled as on the key slice of segment_volume's default mode, so one slice
@@ -287,5 +244,4 @@ def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=N
     key = source.key(int(index))
     emb = predictor.embedding(key, source.image(int(index)))
     hw = source.image(int(index)).shape
-    scale = predictor.transform.box_exact if rules.exact_boxes else predictor.transform.box_official
-    return predictor.decode(emb, scale(box2d, hw), hw).astype(np.uint8)
+    return predictor.decode(emb, predictor.transform.box_official(box2d, hw), hw).astype(np.uint8)
