@@ -3,9 +3,10 @@
 import functools
 import json
 
-import numpy as np
-
 from conftest import SHARED_DIR
+from MedSAMSegmentLib.metrics import dice
+
+__all__ = ["REFERENCE_DIR", "dice", "load_case", "reference_summary", "shared_predictor"]
 
 REFERENCE_DIR = SHARED_DIR / "reference"
 
@@ -39,7 +40,3 @@ def load_case(case):
     return image, label
 
 
-def dice(a, b):
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total

@@ -17,6 +17,7 @@ sitk = pytest.importorskip("SimpleITK")
 import slicercore  # noqa: E402
 from MedSAMSegmentLib import geometry, mrml_io  # noqa: E402
 from MedSAMSegmentLib.errors import CancelledError, InputError, OutputError  # noqa: E402
+from MedSAMSegmentLib.metrics import dice  # noqa: E402
 from MedSAMSegmentLib.mrml_logic import MedSAMLogic  # noqa: E402
 from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor  # noqa: E402
 
@@ -76,11 +77,6 @@ def transformToWorld(transformNode):
     matrix = vtk.vtkMatrix4x4()
     transformNode.GetMatrixTransformToWorld(matrix)
     return slicercore.toNumpyMatrix(matrix)
-
-
-def dice(a, b):
-    a, b = a.astype(bool), b.astype(bool)
-    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
 
 
 def segmentsByName(segmentationNode, volumeNode):

@@ -35,6 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
+from MedSAMSegmentLib.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
 # name -> (optimise, precision, propagation modes run for it)
@@ -54,12 +55,6 @@ class IdentityWindow:
 
     def apply(self, raw):
         return np.asarray(raw)
-
-
-def dice(a, b):
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def rss_mb():

@@ -18,6 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
+from MedSAMSegmentLib.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
 # Labels outside the reference set, chosen by anatomy (organs, vessels, bones, muscles),
@@ -33,12 +34,6 @@ EXTRA = {
     ],
     "mr_abdomen_totalseg": [("pancreas", 7), ("adrenal_gland_left", 9), ("small_bowel", 13)],
 }
-
-
-def dice(a, b):
-    a, b = a > 0, b > 0
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def load(case):

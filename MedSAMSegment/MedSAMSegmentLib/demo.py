@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
+from .metrics import dice
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "pyradiomics-brain1"
 SAMPLE_IMAGE, SAMPLE_LABEL = SAMPLE_DIR / "brain1_image.nrrd", SAMPLE_DIR / "brain1_label.nrrd"
@@ -28,12 +29,6 @@ def official_box(reference_kji):
     middle = int((k1 - k0) / 2 + k0)
     js, is_ = np.nonzero(reference_kji[middle])
     return (int(is_.min()), int(js.min()), k0, int(is_.max()), int(js.max()), k1)
-
-
-def dice(a, b):
-    a, b = a.astype(bool), b.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def _crop_around(masks, shape_jk, margin=0.6):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CancelledError, InputError
+from .metrics import dice
 from .slicing import get_slice, num_slices, slice_index, split_box, validate_box
 
 MODES = ("default", "official")
@@ -84,11 +85,6 @@ class _SliceSource:
 
     def forget(self, index):
         self._images.pop(index, None)
-
-
-def _dice(a, b):
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 0.0
 
 
 def _widened(box, fractions, extent):
@@ -171,7 +167,7 @@ class _Propagator:
             return masks[0], boxes[0]
         more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
         masks, ious = masks + more, np.concatenate([ious, more_ious])
-        best = int(np.argmax([iou * _dice(m, prev) for m, iou in zip(masks, ious)]))
+        best = int(np.argmax([iou * dice(m, prev) for m, iou in zip(masks, ious)]))
         return masks[best], boxes[best]
 
     def _stop_reason(self, mask, prev, box, image):
