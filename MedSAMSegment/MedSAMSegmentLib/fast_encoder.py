@@ -149,27 +149,20 @@ class _LayerNorm(nn.Module):
         return F.layer_norm(x.float(), (x.shape[-1],), self.weight, self.bias, self.eps)
 
 
-class _FastMBConv(nn.Module):
-    def __init__(self, block, dtype):
+class _FastConvChain(nn.Module):
+    """1x1 conv, GELU, 3x3 (depthwise) conv, GELU, 1x1 conv: TinyViT's MBConv (residual: GELU
+    after the add) and its patch merging (no residual, no final GELU; a strided 3x3)."""
+
+    def __init__(self, module, dtype, residual):
         super().__init__()
-        self.conv1 = _Linear.pointwise(block.conv1, dtype)
-        self.conv2 = _ChannelsLastConv.of(block.conv2, dtype)
-        self.conv3 = _Linear.pointwise(block.conv3, dtype)
+        self.conv1 = _Linear.pointwise(module.conv1, dtype)
+        self.conv2 = _ChannelsLastConv.of(module.conv2, dtype)
+        self.conv3 = _Linear.pointwise(module.conv3, dtype)
+        self.residual = residual
 
     def forward(self, x):
         y = self.conv2(self.conv1(x, gelu=True), gelu=True)
-        return self.conv3(y, gelu=True, add=x)
-
-
-class _FastPatchMerging(nn.Module):
-    def __init__(self, merge, dtype):
-        super().__init__()
-        self.conv1 = _Linear.pointwise(merge.conv1, dtype)
-        self.conv2 = _ChannelsLastConv.of(merge.conv2, dtype)
-        self.conv3 = _Linear.pointwise(merge.conv3, dtype)
-
-    def forward(self, x):
-        return self.conv3(self.conv2(self.conv1(x, gelu=True), gelu=True))
+        return self.conv3(y, gelu=True, add=x) if self.residual else self.conv3(y)
 
 
 class _FastTinyViTBlock(nn.Module):
@@ -248,12 +241,12 @@ class FastTinyViT(nn.Module):
         dtype = self.dtype = getattr(torch, precision)
         embed = tinyvit.patch_embed.seq
         self.embed1, self.embed2 = _Linear.pointwise(embed[0], dtype), _Linear.pointwise(embed[2], dtype)
-        self.conv_blocks = nn.ModuleList(_FastMBConv(b, dtype) for b in tinyvit.layers[0].blocks)
+        self.conv_blocks = nn.ModuleList(_FastConvChain(b, dtype, residual=True) for b in tinyvit.layers[0].blocks)
         self.stages = nn.ModuleList(
             nn.ModuleList(_FastTinyViTBlock(b, dtype) for b in layer.blocks) for layer in tinyvit.layers[1:]
         )
         self.merges = nn.ModuleList(
-            nn.Identity() if layer.downsample is None else _FastPatchMerging(layer.downsample, dtype)
+            nn.Identity() if layer.downsample is None else _FastConvChain(layer.downsample, dtype, residual=False)
             for layer in tinyvit.layers
         )
         neck = tinyvit.neck
