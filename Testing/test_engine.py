@@ -198,3 +198,45 @@ def test_widened_candidates_grow_per_side_and_stay_on_the_image():
     boxes = _widened((10, 20, 110, 70), (0.1,), extent=(115, 256))
     assert np.allclose(boxes[0], (10, 20, 110, 70))
     assert np.allclose(boxes[1], (0, 15, 115, 75))  # 10 px / 5 px per side, clamped to x <= 115
+
+
+class _ScriptedDecoder:
+    """Answers decode_many with prepared (mask, IoU estimate) pairs and records the boxes asked."""
+
+    def __init__(self, answers):
+        from MedSAMSegmentLib.preprocess import LiteTransform
+
+        self.transform, self.answers, self.calls = LiteTransform(), list(answers), []
+
+    def decode_many(self, embedding, boxes, hw):
+        self.calls.append(len(boxes))
+        masks, ious = zip(*[self.answers.pop(0) for _ in boxes])
+        return list(masks), np.array(ious)
+
+
+def _disc(radius, size=64):
+    j, i = np.ogrid[:size, :size]
+    return (i - 32) ** 2 + (j - 32) ** 2 <= radius**2
+
+
+def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
+    from MedSAMSegmentLib.propagation import _Propagator
+
+    prev, box = _disc(10), np.array([80, 80, 176, 176], np.float32)
+
+    steady = _ScriptedDecoder([(_disc(10), 0.9)])
+    run = _Propagator(steady, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
+    mask, chosen = run._best_candidate(None, box, prev)
+    assert steady.calls == [1] and np.array_equal(mask, _disc(10)) and np.array_equal(chosen, box)
+
+    # shrinking: the wider box is decoded; it wins on IoU estimate x Dice with the previous mask
+    shrinking = _ScriptedDecoder([(_disc(6), 0.9), (_disc(10), 0.8)])
+    run = _Propagator(shrinking, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
+    mask, chosen = run._best_candidate(None, box, prev)
+    assert shrinking.calls == [1, 1] and np.array_equal(mask, _disc(10)) and chosen[2] > box[2]
+
+    # a wider box that leaks loses to the official one despite a higher IoU estimate
+    leaking = _ScriptedDecoder([(_disc(8), 0.8), (_disc(20), 0.95)])
+    run = _Propagator(leaking, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
+    mask, chosen = run._best_candidate(None, box, prev)
+    assert np.array_equal(mask, _disc(8)) and np.array_equal(chosen, box)
