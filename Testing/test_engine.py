@@ -240,3 +240,49 @@ def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
     run = _Propagator(leaking, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
     mask, chosen = run._best_candidate(None, box, prev)
     assert np.array_equal(mask, _disc(8)) and np.array_equal(chosen, box)
+
+
+def test_interior_is_the_pixels_whose_four_neighbours_are_in_the_mask():
+    from MedSAMSegmentLib.propagation import _interior
+
+    square = np.zeros((8, 8), bool)
+    square[1:6, 2:7] = True  # 5 x 5
+    assert _interior(square).sum() == 9 and _interior(square)[2:5, 3:6].all()
+    assert not _interior(np.ones((3, 8), bool))[[0, 2]].any()  # the image border counts as outside
+    assert not _interior(np.eye(8, dtype=bool)).any()  # a thin line has no interior
+
+
+def _tissue_run(key_mask, key_image, answers=()):
+    """A default-mode propagator whose key slice has been seen (prompt box: the whole 64 x 64 slice)."""
+    from MedSAMSegmentLib.propagation import _Propagator
+
+    run = _Propagator(_ScriptedDecoder(answers), None, (0, 0, 63, 63), (64, 64), "default", None, None, 1)
+    assert run._stop_reason(key_mask, None, None, key_image) is None
+    return run
+
+
+def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one():
+    whole = np.array([0, 0, 256, 256], np.float32)  # model-scale box covering the slice
+    strip = np.zeros((64, 64), bool)
+    strip[30:34, 20:40] = True  # 4 x 20: 36 interior pixels, 44 on the edge
+    uniform = np.where(strip, 100, 20).astype(np.uint8)
+    rim = uniform.copy()
+    rim[strip & ~_interior_of(strip)] = 220  # partial volume with a bright neighbour
+    assert np.median(rim[strip]) == 220  # the whole mask's median has moved ...
+    run = _tissue_run(strip, uniform)
+    assert run._stop_reason(strip, strip, whole, rim) is None  # ... its interior's has not
+    changed = np.where(strip, 220, 20).astype(np.uint8)
+    assert run._stop_reason(strip, strip, whole, changed).startswith("object ended (grey value")
+
+    # a 2-pixel-wide bar (a rib, a small vessel) has no interior, so no grey-value test at all
+    bar = np.zeros((64, 64), bool)
+    bar[20:22, 10:50] = True
+    run = _tissue_run(bar, np.where(bar, 180, 20).astype(np.uint8))
+    assert run._stop_reason(bar, bar, whole, np.where(bar, 250, 20).astype(np.uint8)) is None
+
+
+def _interior_of(mask):
+    from MedSAMSegmentLib.propagation import _interior
+
+    return _interior(mask)
+

@@ -16,7 +16,9 @@ mode="default" starts the same way and differs in two things.
   - the mask is empty (the official code would re-use the original box, which can land on a
     neighbouring structure);
   - the grey values inside the mask are no longer the object's: their median moves more than
-    3 inter-quartile ranges from the key slice's (the model has jumped to another tissue);
+    3 inter-quartile ranges from the key slice's (the model has jumped to another tissue). They
+    are read in the mask's interior, away from partial volume at its edge, and objects too thin
+    to have an interior are not tested;
   - less than half of the mask lies inside the box that prompted it (it segmented a neighbour).
 It never leaves the given range. The rules are physical, not fitted to the reference cases;
 benchmarks/compare_modes.py measures them against the official procedure.
@@ -42,6 +44,11 @@ class DefaultRules:
     # further than this many inter-quartile ranges from the key slice's median.
     intensity_tolerance: float = 3.0
     min_iqr: float = 4.0  # grey levels: a floor for very uniform objects
+    # Grey values are read in the mask's interior (pixels whose four neighbours are in the mask too):
+    # edge pixels are partial-volume mixtures with the neighbours. An object whose key-slice interior
+    # is smaller than this has no measurable tissue (ribs, small vessels, a cord on 3 mm CT) and gets
+    # no grey-value test; a later mask with a smaller interior is read whole (the object is ending).
+    min_interior: int = 20
     # The model segments what its box shows: stop when less than this share of the new mask lies
     # inside the box that prompted it (it has jumped to a neighbour).
     min_overlap: float = 0.5
@@ -110,6 +117,12 @@ def _median_iqr(image, mask):
     return med, q3 - q1
 
 
+def _interior(mask):
+    """Pixels of mask whose four neighbours are in mask too (the image border counts as outside)."""
+    m = np.pad(mask.astype(bool), 1)
+    return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+
+
 class _Propagator:
     def __init__(self, predictor, source, box2d, hw, mode, progress, cancel, total, rules=DEFAULT_RULES):
         self.p, self.src, self.box2d, self.hw, self.mode = predictor, source, box2d, hw, mode
@@ -174,14 +187,20 @@ class _Propagator:
         if not mask.any():
             return "object ended (empty mask)"
         rules = self.rules
+        inner = _interior(mask)
+        thick = inner.sum() >= rules.min_interior
         if self.key_stats is None:  # the key slice defines the object's grey values
-            med, iqr = _median_iqr(image, mask)
-            self.key_stats = (med, max(iqr, rules.min_iqr))
+            if thick:
+                med, iqr = _median_iqr(image, inner)
+                self.key_stats = (med, max(iqr, rules.min_iqr))
+            else:
+                self.key_stats = (None, None)  # too thin to have a tissue of its own
             return None
-        med = float(np.median(image[mask]))
         key_med, key_iqr = self.key_stats
-        if abs(med - key_med) > rules.intensity_tolerance * key_iqr:
-            return f"object ended (grey value {med:.0f} vs {key_med:.0f} on the key slice)"
+        if key_med is not None:
+            med = float(np.median(image[inner if thick else mask.astype(bool)]))
+            if abs(med - key_med) > rules.intensity_tolerance * key_iqr:
+                return f"object ended (grey value {med:.0f} vs {key_med:.0f} on the key slice)"
         if prev is not None and _in_box_fraction(mask, self.t.box_to_pixels(box, self.hw)) < rules.min_overlap:
             return "object ended (mask left its prompt box)"
         return None
