@@ -1,9 +1,9 @@
 """Default vs official propagation, Dice against the case labels (prints Markdown tables).
 
 Three tables: the 24 reference structures with the reference slice range, the same with the
-range padded by 3 slices on each side (as a user's ROI usually is), and labels of the same
-cases that are not in the reference set (boxes made the same way: tight box of the label on
-its middle slice, the label's slice range, padded by 3).
+range padded by 3 slices on each side (as a user's ROI usually is), and every other label of
+the same cases (boxes made the same way: tight box of the label on its middle slice, the
+label's slice range, padded by 3).
 
     python benchmarks/compare_modes.py [--only SUBSTRING] [--no-extra | --extra-only]
 """
@@ -21,19 +21,9 @@ sys.path.insert(0, str(ROOT / "MedSAMSegment"))
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
-# Labels outside the reference set, chosen by anatomy (organs, vessels, bones, muscles),
-# not by how well either mode does on them.
-EXTRA = {
-    "ct_abdomen_pelvis_totalseg": [
-        ("duodenum", 19), ("colon", 20), ("sacrum", 25), ("vertebrae_L3", 29),
-        ("iliac_artery_left", 65), ("gluteus_medius_left", 82), ("iliopsoas_right", 89), ("femur_right", 76),
-    ],
-    "ct_upper_abdomen_hires_totalseg": [
-        ("vertebrae_T11", 33), ("inferior_vena_cava", 63), ("portal_vein_and_splenic_vein", 64),
-        ("humerus_left", 69), ("autochthon_right", 87), ("rib_left_7", 98),
-    ],
-    "mr_abdomen_totalseg": [("pancreas", 7), ("adrenal_gland_left", 9), ("small_bowel", 13)],
-}
+# Every label of these cases that is not a reference structure is measured: no selection, so
+# nothing is chosen by how well either mode does on it.
+EXTRA_CASES = ("ct_abdomen_pelvis_totalseg", "ct_upper_abdomen_hires_totalseg", "mr_abdomen_totalseg")
 
 
 def load(case):
@@ -55,6 +45,21 @@ def label_box(label_mask):
 
 def pad(box, n, depth):
     return box[:2] + [max(0, box[2] - n)] + box[3:5] + [min(depth - 1, box[5] + n)]
+
+
+def extra_items(summary):
+    """(name, case, label value, modality, box) of every label of EXTRA_CASES outside the reference set."""
+    in_reference = {(n.split("/")[0], i["label"]) for n, i in summary.items()}
+    items = []
+    for case in EXTRA_CASES:
+        names = json.loads((SHARED / "data" / "cases" / case / "labels.json").read_text())
+        _, label = load(case)
+        modality = "CT" if case.startswith("ct") else "MR"
+        for value, struct in sorted(names.items(), key=lambda kv: int(kv[0])):
+            value = int(value)
+            if (case, value) not in in_reference and (label == value).any():
+                items.append((f"{case}/{struct}", case, value, modality, label_box(label == value)))
+    return items
 
 
 def run_table(pred, items, padding):
@@ -88,10 +93,12 @@ def print_table(title, rows):
         print(f"| {name} | {off:.4f} | {dflt:.4f} | {dflt - off:+.4f} |")
     off = np.mean([r[1] for r in rows])
     dflt = np.mean([r[2] for r in rows])
-    better = sum(r[2] > r[1] + 1e-9 for r in rows)
-    worse = sum(r[2] < r[1] - 1e-9 for r in rows)
-    print(f"| **mean ({len(rows)})** | **{off:.4f}** | **{dflt:.4f}** | **{dflt - off:+.4f}** |")
-    print(f"\ndefault better on {better}, equal on {len(rows) - better - worse}, worse on {worse}")
+    print(f"| **mean ({len(rows)})** | **{off:.4f}** | **{dflt:.4f}** | **{dflt - off:+.4f}** |\n")
+    for tol in (0.005, 0.0):
+        better = sum(r[2] > r[1] + tol + 1e-9 for r in rows)
+        worse = sum(r[2] < r[1] - tol - 1e-9 for r in rows)
+        print(f"- by more than {tol} Dice: default better on {better}, worse on {worse}, "
+              f"within on {len(rows) - better - worse}")
 
 
 def main(argv=None):
@@ -113,17 +120,7 @@ def main(argv=None):
         print_table("Reference structures, reference slice range", run_table(pred, ref_items, 0))
         print_table("Reference structures, range padded by 3 slices", run_table(pred, ref_items, 3))
     if not args.no_extra:
-        extra = []
-        in_reference = {(n.split("/")[0], i["label"]) for n, i in summary.items()}
-        for case, labels in EXTRA.items():
-            overlap = [s for s, v in labels if (case, v) in in_reference]
-            if overlap:
-                raise SystemExit(f"EXTRA lists reference structures: {case}/{overlap}")
-            _, label = load(case)
-            modality = "CT" if case.startswith("ct") else "MR"
-            for struct, value in labels:
-                if args.only in f"{case}/{struct}":
-                    extra.append((f"{case}/{struct}", case, value, modality, label_box(label == value)))
+        extra = [item for item in extra_items(summary) if args.only in item[0]]
         print_table("Labels outside the reference set, range padded by 3 slices", run_table(pred, extra, 3))
     print(f"\nencoded slices: {pred.encoded}")
 
