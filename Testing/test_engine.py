@@ -262,12 +262,14 @@ def _tissue_run(key_mask, key_image, answers=()):
 
 
 def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one():
+    from MedSAMSegmentLib.propagation import _interior
+
     whole = np.array([0, 0, 256, 256], np.float32)  # model-scale box covering the slice
     strip = np.zeros((64, 64), bool)
     strip[30:34, 20:40] = True  # 4 x 20: 36 interior pixels, 44 on the edge
     uniform = np.where(strip, 100, 20).astype(np.uint8)
     rim = uniform.copy()
-    rim[strip & ~_interior_of(strip)] = 220  # partial volume with a bright neighbour
+    rim[strip & ~_interior(strip)] = 220  # partial volume with a bright neighbour
     assert np.median(rim[strip]) == 220  # the whole mask's median has moved ...
     run = _tissue_run(strip, uniform)
     assert run._stop_reason(strip, strip, whole, rim) is None  # ... its interior's has not
@@ -279,10 +281,3 @@ def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one()
     bar[20:22, 10:50] = True
     run = _tissue_run(bar, np.where(bar, 180, 20).astype(np.uint8))
     assert run._stop_reason(bar, bar, whole, np.where(bar, 250, 20).astype(np.uint8)) is None
-
-
-def _interior_of(mask):
-    from MedSAMSegmentLib.propagation import _interior
-
-    return _interior(mask)
-
