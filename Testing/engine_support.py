@@ -38,5 +38,3 @@ def load_case(case):
     image.flags.writeable = False
     label.flags.writeable = False
     return image, label
-
-

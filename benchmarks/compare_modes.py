@@ -56,9 +56,9 @@ def extra_items(summary):
         _, label = load(case)
         modality = "CT" if case.startswith("ct") else "MR"
         for value, struct in sorted(names.items(), key=lambda kv: int(kv[0])):
-            value = int(value)
-            if (case, value) not in in_reference and (label == value).any():
-                items.append((f"{case}/{struct}", case, value, modality, label_box(label == value)))
+            value, region = int(value), label == int(value)
+            if (case, value) not in in_reference and region.any():
+                items.append((f"{case}/{struct}", case, value, modality, label_box(region)))
     return items
 
 
