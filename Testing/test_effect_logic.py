@@ -2,20 +2,15 @@
 slice ranges, the modifier labelmap on the Segment Editor's grid applied through Slicer's own segment
 editor logic (masking, replace-in-slab, undo), the preview node, and the rubber band."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 import slicer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "SegmentEditorMedSAM"))
-from SegmentEditorMedSAMLib import effectlogic  # noqa: E402
-from SegmentEditorMedSAMLib.effectlogic import BoxPrompt  # noqa: E402
-from SegmentEditorMedSAMLib.rubberband import RubberBand  # noqa: E402
+from MedSAMSegmentLib.effect import labelmaps, prompts  # noqa: E402
+from MedSAMSegmentLib.effect.prompts import BoxPrompt  # noqa: E402
+from MedSAMSegmentLib.effect.rubberband import RubberBand  # noqa: E402
 
 from MedSAMSegmentLib import mrml_io  # noqa: E402
 from MedSAMSegmentLib.errors import InputError  # noqa: E402
@@ -28,6 +23,19 @@ IJK_TO_RAS = np.array([[-0.8, 0, 0, 20.0], [0, -0.8, 0, 15.0], [0, 0, 3.0, -10.0
 
 def ras(ijk):
     return (IJK_TO_RAS @ np.r_[np.asarray(ijk, float), 1.0])[:3]
+
+
+def rectangle(start, end, axis):
+    """The four RAS corners of a rectangle drawn in the plane of `axis` (a view aligned with the
+    volume) from index point start to end, in drawing order."""
+    position = "ijk".index(axis)
+    u, v = [p for p in range(3) if p != position]
+    corners = []
+    for a, b in ((start[u], start[v]), (end[u], start[v]), (end[u], end[v]), (start[u], end[v])):
+        point = list(start)
+        point[u], point[v] = a, b
+        corners.append(ras(point))
+    return corners
 
 
 @pytest.fixture
@@ -53,23 +61,44 @@ def test_box_prompt_round_trips_and_rejects_garbage():
     ((1, 0, 0), "i", (10, 8, 3, 10, 20, 9)),  # sagittal view
 ])
 def test_drag_in_any_view_gives_the_box_in_that_plane(volume, normal, axis, box):
-    """The two dragged corners (world RAS, as xyToRas gives them) lie in the view plane; the slice
-    axis follows the view normal and the slice is the one the drag started on."""
-    i0, j0, k0, i1, j1, k1 = box
-    start, end = ras((i0, j0, k0)), ras((i1, j1, k1))
-    prompt = effectlogic.boxFromRasCorners(volume, start, end, normal)
+    """The rectangle's corners (world RAS, as xyToRas gives them) lie in the view plane; the slice
+    axis follows the view normal and the slice is the one under the rectangle."""
+    start, end = box[:3], box[3:]
+    prompt = prompts.boxFromRasCorners(volume, rectangle(start, end, axis), normal)
     assert prompt == BoxPrompt(axis, box)
     # dragging the other way round gives the same box
-    assert effectlogic.boxFromRasCorners(volume, end, start, normal).box == box
+    assert prompts.boxFromRasCorners(volume, rectangle(end, start, axis), normal).box == box
 
 
 def test_drag_is_clipped_to_the_volume_and_too_small_boxes_refused(volume):
-    prompt = effectlogic.boxFromRasCorners(volume, ras((-20, -5, 4)), ras((70, 60, 4)), (0, 0, 1))
+    prompt = prompts.boxFromRasCorners(volume, rectangle((-20, -5, 4), (70, 60, 4), "k"), (0, 0, 1))
     assert prompt.box == (0, 0, 4, SHAPE[2] - 1, SHAPE[1] - 1, 4)
     with pytest.raises(InputError):
-        effectlogic.boxFromRasCorners(volume, ras((5, 5, 4)), ras((5, 5, 4)), (0, 0, 1))  # a click, no drag
+        prompts.boxFromRasCorners(volume, rectangle((5, 5, 4), (5, 5, 4), "k"), (0, 0, 1))  # a click, no drag
     with pytest.raises(InputError, match="outside"):
-        effectlogic.boxFromRasCorners(volume, ras((5, 5, 40)), ras((9, 9, 40)), (0, 0, 1))
+        prompts.boxFromRasCorners(volume, rectangle((5, 5, 40), (9, 9, 40), "k"), (0, 0, 1))
+    with pytest.raises(InputError, match="outside"):
+        prompts.boxFromRasCorners(volume, rectangle((60, 70, 4), (80, 90, 4), "k"), (0, 0, 1))
+
+
+@pytest.mark.parametrize("degrees", [30, 45])
+def test_drag_in_a_ras_aligned_view_of_a_rotated_volume_takes_all_four_corners(slicer_core, degrees):
+    """A square drawn in a RAS-aligned view of a volume turned in-plane: its index box is the bounding
+    box of the four corners' indices (two opposite corners gave 28 x 8 at 30 degrees, 29 x 1 at 45)."""
+    turn = np.radians(degrees)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
+    ijkToRas = np.eye(4)
+    ijkToRas[:3, :3] = rotation @ np.diag([0.5, 0.5, 2.0])
+    volume = slicer_core.addVolume(np.zeros((6, 120, 120), np.int16), ijkToRas, "turned")
+    centre = ijkToRas @ np.array([60, 60, 3, 1.0])
+    square = [centre[:3] + np.array([dx, dy, 0.0]) for dx, dy in ((-10, -10), (10, -10), (10, 10), (-10, 10))]
+    prompt = prompts.boxFromRasCorners(volume, square, (0, 0, 1))
+    indices = np.rint([(np.linalg.inv(ijkToRas) @ np.r_[c, 1.0])[:3] for c in square])
+    lo, hi = indices.min(axis=0).astype(int), indices.max(axis=0).astype(int)
+    assert prompt.axis == "k"
+    assert prompt.box == (lo[0], lo[1], 3, hi[0], hi[1], 3)
+    width, height = hi[0] - lo[0] + 1, hi[1] - lo[1] + 1
+    assert min(width, height) > 40  # at least the square's 40-voxel side, never a sliver
 
 
 def test_roi_prompt_uses_the_roi_voxels_and_slices(slicer_core, volume):
@@ -77,7 +106,7 @@ def test_roi_prompt_uses_the_roi_voxels_and_slices(slicer_core, volume):
     center = (ras(lo) + ras(hi)) / 2
     size = np.abs(ras(hi) - ras(lo)) + np.array([0.5, 0.5, 2.0])
     roi = slicer_core.addRoi(center, size)
-    prompt = effectlogic.roiPrompt(MedSAMLogic(), volume, roi)
+    prompt = prompts.roiPrompt(MedSAMLogic(), volume, roi)
     assert prompt == BoxPrompt("k", (10, 8, 3, 30, 20, 7))
     assert prompt.keySlice == 5
 
@@ -91,19 +120,19 @@ def test_roi_prompt_uses_the_roi_voxels_and_slices(slicer_core, volume):
 ])
 def test_slice_ranges(mode, rangeMode, around, expected):
     prompt = BoxPrompt("k", (10, 8, 3, 30, 20, 7))
-    box, key = effectlogic.requestBox(prompt, mode, rangeMode, around, SHAPE)
+    box, key = prompts.requestBox(prompt, mode, rangeMode, around, SHAPE)
     assert key == 5 and box[:2] == (10, 8) and box[3:5] == (30, 20)
     assert (box[2], box[5]) == expected
 
 
 def test_slice_ranges_along_other_axes_and_bad_options():
     prompt = BoxPrompt("i", (7, 8, 3, 7, 20, 9))
-    box, key = effectlogic.requestBox(prompt, "propagate", "volume", 0, SHAPE)
+    box, key = prompts.requestBox(prompt, "propagate", "volume", 0, SHAPE)
     assert box == (0, 8, 3, SHAPE[2] - 1, 20, 9) and key == 7
     with pytest.raises(InputError):
-        effectlogic.requestBox(prompt, "everything", "roi", 0, SHAPE)
+        prompts.requestBox(prompt, "everything", "roi", 0, SHAPE)
     with pytest.raises(InputError):
-        effectlogic.requestBox(prompt, "propagate", "nearby", 0, SHAPE)
+        prompts.requestBox(prompt, "propagate", "nearby", 0, SHAPE)
 
 
 # -- applying through Slicer's segment editor logic -----------------------------------------------
@@ -137,8 +166,8 @@ def test_apply_add_and_replace_in_processed_slices(slicer_core, volume, vtk_mess
     box, axis = (10, 8, 5, 30, 20, 7), "k"
     new = block((12, 10, 5), (25, 18, 7))
 
-    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, reference)
-    slab = effectlogic.slabLabelmap(box, axis, volume, segmentation, reference)
+    labelmap = labelmaps.maskToLabelmap(new, volume, segmentation, reference)
+    slab = labelmaps.slabLabelmap(box, axis, volume, segmentation, reference)
     editor.SaveStateForUndo()  # what the effect's apply does for "replace": remove the slab, add the mask
     editor.ModifySegmentByLabelmap(segmentation, segmentId, slab, editor.ModificationModeRemove, True, False)
     editor.ModifySegmentByLabelmap(segmentation, segmentId, labelmap, editor.ModificationModeAdd, True, False)
@@ -165,7 +194,7 @@ def test_apply_honours_the_editable_area(slicer_core, volume, vtk_messages):
     editorNode.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editorNode.SetMaskSegmentID(areaId)
     new = block((12, 10, 5), (25, 18, 7))
-    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
+    labelmap = labelmaps.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
     editor.ModifySegmentByLabelmap(segmentation, targetId, labelmap, editor.ModificationModeAdd, True, False)
     assert np.array_equal(segmentMask(slicer_core, segmentation, targetId, volume), new.astype(bool) & area.astype(bool))
     assert not vtk_messages.errors
@@ -174,7 +203,7 @@ def test_apply_honours_the_editable_area(slicer_core, volume, vtk_messages):
 def test_mask_of_the_wrong_shape_is_refused(slicer_core, volume):
     segmentation = slicer_core.addSegmentation(referenceVolume=volume)
     with pytest.raises(InputError, match="shape"):
-        effectlogic.maskToLabelmap(np.zeros((2, 2, 2), np.uint8), volume, segmentation, slicer.vtkOrientedImageData())
+        labelmaps.maskToLabelmap(np.zeros((2, 2, 2), np.uint8), volume, segmentation, slicer.vtkOrientedImageData())
 
 
 # -- preview node ---------------------------------------------------------------------------------
@@ -184,18 +213,18 @@ def test_preview_is_a_separate_translucent_segmentation(slicer_core, volume, vtk
     segmentation.SetAndObserveTransformNodeID(transform.GetID())
     editor, _editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     new = block((12, 10, 5), (25, 18, 7))
-    labelmap = effectlogic.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
+    labelmap = labelmaps.maskToLabelmap(new, volume, segmentation, editor.GetAlignedSourceVolume())
 
-    preview = effectlogic.createPreviewNode(slicer_core.scene, segmentation)
-    segmentId = effectlogic.updatePreview(preview, labelmap, "tumour", (0.2, 0.4, 0.6))
+    preview = labelmaps.createPreviewNode(slicer_core.scene, segmentation)
+    segmentId = labelmaps.updatePreview(preview, labelmap, "tumour", (0.2, 0.4, 0.6))
     assert preview.GetName() == "Lesions preview" and preview is not segmentation
     assert preview.GetParentTransformNode() is transform
-    assert preview.GetDisplayNode().GetOpacity() == pytest.approx(effectlogic.PREVIEW_OPACITY)
+    assert preview.GetDisplayNode().GetOpacity() == pytest.approx(labelmaps.PREVIEW_OPACITY)
     segment = preview.GetSegmentation().GetSegment(segmentId)
     assert segment.GetName() == "tumour" and segment.GetColor() == pytest.approx((0.2, 0.4, 0.6))
     assert np.array_equal(mrml_io.readSegmentMask(preview, segmentId, volume), new)
     # an update replaces the preview's content, still one segment
-    effectlogic.updatePreview(preview, effectlogic.maskToLabelmap(new * 0, volume, segmentation, labelmap), "tumour", (1, 0, 0))
+    labelmaps.updatePreview(preview, labelmaps.maskToLabelmap(new * 0, volume, segmentation, labelmap), "tumour", (1, 0, 0))
     assert preview.GetSegmentation().GetNumberOfSegments() == 1
     assert not mrml_io.readSegmentMask(preview, segmentId, volume).any()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0  # nothing written to the real one
@@ -239,10 +268,10 @@ def test_effect_path_on_the_bundled_sample(slicer_core, vtk_messages):
     i0, j0, k0, i1, j1, k1 = official_box(label)
     middle = int((k1 - k0) / 2 + k0)
     ijkToRas = mrml_io.volumeIjkToWorldMatrix(volume)
-    corner = lambda i, j: (ijkToRas @ np.array([i, j, middle, 1.0]))[:3]  # noqa: E731
-    prompt = effectlogic.boxFromRasCorners(volume, corner(i0, j0), corner(i1, j1), ijkToRas[:3, 2])
+    corners = [(ijkToRas @ np.array([i, j, middle, 1.0]))[:3] for i, j in ((i0, j0), (i1, j0), (i1, j1), (i0, j1))]
+    prompt = prompts.boxFromRasCorners(volume, corners, ijkToRas[:3, 2])
     assert prompt == BoxPrompt("k", (i0, j0, middle, i1, j1, middle))
-    box, keySlice = effectlogic.requestBox(prompt, "slice", "around", 3, label.shape)
+    box, keySlice = prompts.requestBox(prompt, "slice", "around", 3, label.shape)
 
     from MedSAMSegmentLib.errors import DependencyError, WeightsError
 
@@ -256,7 +285,7 @@ def test_effect_path_on_the_bundled_sample(slicer_core, vtk_messages):
     segmentId = logic.writeMaskToSegment(np.zeros_like(mask), volume, segmentation, "tumour")
     editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
     editorNode.SetSelectedSegmentID(segmentId)
-    labelmap = effectlogic.maskToLabelmap(mask, volume, segmentation, editor.GetAlignedSourceVolume())
+    labelmap = labelmaps.maskToLabelmap(mask, volume, segmentation, editor.GetAlignedSourceVolume())
     editor.SaveStateForUndo()
     editor.ModifySegmentByLabelmap(segmentation, segmentId, labelmap, editor.ModificationModeAdd, True, False)
 

@@ -1,8 +1,12 @@
 """The "MedSAM" Segment Editor effect: a box prompt (drawn, or a markups ROI) -> MedSAM / LiteMedSAM.
 
-Qt layer only: widgets, mouse events, dialogs. Geometry, the preview node and the labelmap come from
-effectlogic.py and the rubber band from rubberband.py (both Qt-free and tested under pytest); the model
-runs through MedSAMSegmentLib.mrml_logic.MedSAMLogic.
+Qt layer only: widgets, mouse events, dialogs and the event loop while the model works. The behaviour
+(box, run, preview, apply, key boxes, pre-encoding) is MedSAMSegmentLib.effect.controller's, shared with
+other front ends; this file adapts Slicer's scripted effect to it (SlicerEffectEditor).
+
+Slicer loads this file under the module name of its folder, "SegmentEditorMedSAMLib"
+(qSlicerSegmentEditorScriptedEffect::setPythonSource), so nothing may be imported from a package of that
+name: the helpers live in MedSAMSegmentLib.effect.
 """
 
 import logging
@@ -16,18 +20,60 @@ from slicer.i18n import tr as _
 
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-PARAMETER_DEFAULTS = {
-    "PromptSource": "draw",  # draw | roi
-    "Mode": "propagate",  # effectlogic.MODES
-    "Range": "around",  # effectlogic.RANGES
-    "SlicesAround": "10",
-    "ApplyMode": "add",  # effectlogic.APPLY_MODES
-    "Box": "",  # BoxPrompt.toParameter() of the last drawn box
-    "Model": "",  # "" = the model chosen in the MedSAMSegment module
-    "Device": "",  # "" = the device chosen in the MedSAMSegment module
-}
-ROI_REFERENCE = "ROI"
-PREVIEW_REFERENCE = "Preview"
+POLL_SECONDS = 0.05  # how often the GUI thread looks at a running job (and lets Qt process events)
+
+
+class SlicerEffectEditor:
+    """The controller's editor adapter (MedSAMSegmentLib/effect/editors.py) over Slicer's scripted effect:
+    parameters and node references on the segment editor node, masking and undo through the effect."""
+
+    def __init__(self, scriptedEffect):
+        self.scriptedEffect = scriptedEffect
+
+    def parameter(self, name):
+        return self.scriptedEffect.parameter(name)
+
+    def setParameter(self, name, value):
+        self.scriptedEffect.setParameter(name, value)
+
+    def setParameterDefault(self, name, value):
+        self.scriptedEffect.setParameterDefault(name, value)
+
+    def nodeReference(self, name):
+        return self.scriptedEffect.nodeReference(name)
+
+    def setNodeReference(self, name, node):
+        self.scriptedEffect.setNodeReference(name, node)
+
+    def editorNode(self):
+        return self.scriptedEffect.parameterSetNode()
+
+    def scene(self):
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        return parameterSetNode.GetScene() if parameterSetNode is not None else None
+
+    def segmentationNode(self):
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        return parameterSetNode.GetSegmentationNode() if parameterSetNode is not None else None
+
+    def sourceVolumeNode(self):
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        return parameterSetNode.GetSourceVolumeNode() if parameterSetNode is not None else None
+
+    def selectedSegmentId(self):
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        return parameterSetNode.GetSelectedSegmentID() if parameterSetNode is not None else None
+
+    def referenceImage(self):
+        return self.scriptedEffect.sourceVolumeImageData()
+
+    def saveStateForUndo(self):
+        self.scriptedEffect.saveStateForUndo()
+
+    def modifySelectedSegment(self, labelmap, mode):
+        modes = {"add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
+                 "remove": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeRemove}
+        self.scriptedEffect.modifySelectedSegmentByLabelmap(labelmap, modes[mode])
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -37,10 +83,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.perSegment = True
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
-        self.bands = {}  # slice widget -> RubberBand
-        self.busy = False  # guards against re-entry through processEvents during a run
-        self.pending = None  # (labelmap, processed-slices slab, prompt signature) shown in the preview
+        self.bands = {}  # (slice widget, key slice or None for the first box) -> RubberBand
         self.connections = []  # (widget, signal, slot), disconnected in cleanup()
+        self._controller = None
+        self._shiftDrag = False  # the drag in progress adds a key-slice box
+        self._firstBand = None  # (slice widget, RAS corners, slice offset) of the first box
+
+    @property
+    def controller(self):
+        """The Qt-free controller (created on first use, so that loading the effect imports nothing heavy)."""
+        if self._controller is None:
+            from MedSAMSegmentLib.effect.controller import MedSAMEffectController
+
+            self._controller = MedSAMEffectController(SlicerEffectEditor(self.scriptedEffect),
+                                                      settingsProvider=self.settings, onStatus=self.setStatus)
+        return self._controller
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -60,10 +117,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "markups <b>ROI</b> (<i>Place ROI</i> to draw one).</li>"
             "<li><b>This slice</b> segments the slice of the box; <b>Propagate</b> follows the object through "
             "the ROI's slices, N slices each side, or the whole volume.</li>"
+            "<li><b>Add box</b> (or Shift+drag): a box on another slice corrects the propagation there.</li>"
             "<li><b>Preview</b> shows the result in a separate, translucent segmentation; <b>Apply</b> writes it "
             "into the selected segment (one undo step; the editable area, intensity range and overwrite "
-            "settings apply); <b>Cancel</b> discards it.</li></ul>"
-            "Model, device, weights and dependencies: MedSAMSegment module.")
+            "settings apply); <b>Cancel</b> stops a run, or discards the preview and the boxes.</li></ul>"
+            "<b>Intensity</b>: MedSAM's own preprocessing (CT window 40/400, MR percentiles) unless you choose "
+            "the view's window/level. Model, device, weights and dependencies: MedSAMSegment module.")
 
     # -- options ------------------------------------------------------------------------------------
     def setupOptionsFrame(self):
@@ -90,6 +149,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             promptRow.addWidget(widget)
         self.scriptedEffect.addLabeledOptionsWidget(_("Prompt:"), promptRow)
 
+        self.addBoxCheckBox = qt.QCheckBox(_("Add box"))
+        self.addBoxCheckBox.toolTip = _("A box drawn on another slice corrects the propagation there "
+                                        "(Shift+drag does the same)")
+        self.keyBoxCombo = qt.QComboBox()
+        self.keyBoxCombo.toolTip = _("Added boxes, by slice")
+        self.removeKeyBoxButton = qt.QPushButton(_("Remove box"))
+        keyRow = qt.QHBoxLayout()
+        for widget in (self.addBoxCheckBox, self.keyBoxCombo, self.removeKeyBoxButton):
+            keyRow.addWidget(widget)
+        self.scriptedEffect.addLabeledOptionsWidget(_("Added boxes:"), keyRow)
+
         self.modeCombo = self._combo([("slice", _("This slice")), ("propagate", _("Propagate"))])
         self.rangeCombo = self._combo([("around", _("N slices around")), ("roi", _("ROI slices")),
                                        ("volume", _("Whole volume"))])
@@ -100,6 +170,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for widget in (self.modeCombo, self.rangeCombo, self.aroundSpin):
             modeRow.addWidget(widget)
         self.scriptedEffect.addLabeledOptionsWidget(_("Slices:"), modeRow)
+
+        self.intensityCombo = self._combo([("auto", _("MedSAM preprocessing (CT or MR, from the voxels)")),
+                                           ("CT", _("CT window 40/400")), ("MR", _("MR percentiles 0.5-99.5")),
+                                           ("view", _("The view's window/level"))])
+        self.intensityCombo.toolTip = _("What the model sees. MedSAM was trained on its own preprocessing; "
+                                        "the view's window/level can cost much accuracy (see the documentation).")
+        self.scriptedEffect.addLabeledOptionsWidget(_("Intensity:"), self.intensityCombo)
 
         self.modelCombo = self._combo([("", _("Module setting"))] + [(n, get_spec(n).title) for n in known_models()])
         self.deviceCombo = self._combo([("", _("Module setting"))] + [(d, d) for d in DEVICES])
@@ -129,6 +206,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._connect(self.roiButton, "toggled(bool)", self.onRoiToggled)
         self._connect(self.roiSelector, "currentNodeChanged(vtkMRMLNode*)", self.updateMRMLFromGUI)
         self._connect(self.aroundSpin, "valueChanged(int)", self.updateMRMLFromGUI)
+        self._connect(self.addBoxCheckBox, "toggled(bool)", self.updateMRMLFromGUI)
+        self._connect(self.removeKeyBoxButton, "clicked()", self.onRemoveKeyBox)
         self._connect(self.previewButton, "clicked()", self.onPreview)
         self._connect(self.applyButton, "clicked()", self.onApply)
         self._connect(self.cancelButton, "clicked()", self.onCancel)
@@ -144,55 +223,67 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         widget.connect(signal, slot)
         self.connections.append((widget, signal, slot))
 
+    def _combos(self):
+        return ((self.modeCombo, "Mode"), (self.rangeCombo, "Range"), (self.intensityCombo, "Intensity"),
+                (self.modelCombo, "Model"), (self.deviceCombo, "Device"), (self.applyModeCombo, "ApplyMode"))
+
     def setMRMLDefaults(self):
-        for name, value in PARAMETER_DEFAULTS.items():
-            self.scriptedEffect.setParameterDefault(name, value)
+        self.controller.setDefaults()
 
     def updateGUIFromMRML(self):
         if self.scriptedEffect.parameterSetNode() is None:
             return
-        widgets = [self.drawButton, self.roiButton, self.roiSelector, self.modeCombo, self.rangeCombo,
-                   self.aroundSpin, self.modelCombo, self.deviceCombo, self.applyModeCombo]
+        controller = self.controller
+        widgets = [self.drawButton, self.roiButton, self.roiSelector, self.aroundSpin, self.addBoxCheckBox,
+                   self.keyBoxCombo] + [combo for combo, _name in self._combos()]
         blocked = [w.blockSignals(True) for w in widgets]
         try:
-            useRoi = self.scriptedEffect.parameter("PromptSource") == "roi"
+            useRoi = controller.parameter("PromptSource") == "roi"
             self.drawButton.checked, self.roiButton.checked = not useRoi, useRoi
-            self.roiSelector.setCurrentNode(self.scriptedEffect.nodeReference(ROI_REFERENCE))
+            roiNode = self.scriptedEffect.nodeReference("ROI")
+            self.roiSelector.setCurrentNode(roiNode)
             self.roiSelector.enabled = useRoi
             self.roiPlaceWidget.enabled = useRoi
-            self.roiPlaceWidget.setCurrentNode(self.scriptedEffect.nodeReference(ROI_REFERENCE))
-            for combo, name in ((self.modeCombo, "Mode"), (self.rangeCombo, "Range"), (self.modelCombo, "Model"),
-                                (self.deviceCombo, "Device"), (self.applyModeCombo, "ApplyMode")):
-                combo.setCurrentIndex(max(0, combo.findData(self.scriptedEffect.parameter(name))))
-            propagate = self.scriptedEffect.parameter("Mode") == "propagate"
+            self.roiPlaceWidget.setCurrentNode(roiNode)
+            for combo, name in self._combos():
+                combo.setCurrentIndex(max(0, combo.findData(controller.parameter(name))))
+            propagate = controller.parameter("Mode") == "propagate"
             self.rangeCombo.enabled = propagate
-            self.aroundSpin.value = self.scriptedEffect.integerParameter("SlicesAround")
-            self.aroundSpin.enabled = propagate and self.scriptedEffect.parameter("Range") == "around"
+            self.aroundSpin.value = int(controller.parameter("SlicesAround"))
+            self.aroundSpin.enabled = propagate and controller.parameter("Range") == "around"
+            self.addBoxCheckBox.checked = controller.parameter("AddBox") == "1"
+            self.addBoxCheckBox.enabled = propagate
+            self.keyBoxCombo.clear()
+            for box in controller.addedBoxes():
+                self.keyBoxCombo.addItem(_("slice {index} ({axis})").format(index=box.keySlice, axis=box.axis.upper()),
+                                         box.keySlice)
+            self.removeKeyBoxButton.enabled = self.keyBoxCombo.count > 0
         finally:
             for widget, wasBlocked in zip(widgets, blocked):
                 widget.blockSignals(wasBlocked)
-        hasPreview = self.previewNode() is not None
-        self.applyButton.enabled = not self.busy
-        self.cancelButton.enabled = hasPreview or bool(self.scriptedEffect.parameter("Box"))
-        self.previewButton.enabled = not self.busy
+        busy = controller.busy
+        hasPreview = controller.previewNode() is not None
+        self.applyButton.enabled = not busy
+        self.previewButton.enabled = not busy
+        self.cancelButton.enabled = busy or hasPreview or bool(controller.parameter("Box"))
         self.previewButton.text = _("Update preview") if hasPreview else _("Preview")
 
     def updateMRMLFromGUI(self, *args):
         self.scriptedEffect.setParameter("PromptSource", "roi" if self.roiButton.checked else "draw")
-        self.scriptedEffect.setNodeReference(ROI_REFERENCE, self.roiSelector.currentNode())
-        for combo, name in ((self.modeCombo, "Mode"), (self.rangeCombo, "Range"), (self.modelCombo, "Model"),
-                            (self.deviceCombo, "Device"), (self.applyModeCombo, "ApplyMode")):
+        self.scriptedEffect.setNodeReference("ROI", self.roiSelector.currentNode())
+        for combo, name in self._combos():
             self.scriptedEffect.setParameter(name, combo.currentData)
         self.scriptedEffect.setParameter("SlicesAround", str(self.aroundSpin.value))
-        self.dropStalePreview()
+        self.scriptedEffect.setParameter("AddBox", "1" if self.addBoxCheckBox.checked else "0")
+        self.controller.dropStalePreview()
 
     # -- life cycle ---------------------------------------------------------------------------------
     def activate(self):
         self.updateGUIFromMRML()
 
     def deactivate(self):
-        self.removePreview()
-        for sliceWidget, band in self.bands.items():
+        self.controller.deactivate()
+        for (sliceWidget, _key), band in self.bands.items():
             self.scriptedEffect.removeActor2D(sliceWidget, band.actor)
         self.bands = {}
 
@@ -200,15 +291,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         # Slicer >= 5.10 calls this before deleting the effect (when its segment editor widget goes):
         # connections from Qt to bound methods would keep this object alive. The views may already be
         # gone, so their actors are only forgotten, not removed.
+        if self._controller is not None:
+            self._controller.deactivate()
         for widget, signal, slot in self.connections:
             widget.disconnect(signal, slot)
         self.connections = []
         self.bands = {}
-        self.pending = None
 
     def sourceVolumeNodeChanged(self):
-        self.scriptedEffect.setParameter("Box", "")
-        self.removePreview()
+        self.controller.clearBoxes()
+        self.controller.removePreview()
+        self.clearBands()
 
     def interactionNodeModified(self, interactionNode):
         # Like the base class (deactivate when markups placement starts, so that a click does not both
@@ -220,63 +313,112 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- box drawing in slice views -----------------------------------------------------------------
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
-        from SegmentEditorMedSAMLib import effectlogic
         from MedSAMSegmentLib.errors import InputError
 
-        if viewWidget.className() != "qMRMLSliceWidget" or self.busy:
+        if viewWidget.className() != "qMRMLSliceWidget" or self.controller.busy:
             return False
         if self.scriptedEffect.parameter("PromptSource") != "draw":
             return False  # the ROI's own widget handles the mouse
-        band = self.bandForWidget(viewWidget)
-        anyModifierKeyPressed = callerInteractor.GetShiftKey() or callerInteractor.GetControlKey() or callerInteractor.GetAltKey()
+        controller = self.controller
         xy = callerInteractor.GetEventPosition()
-        if eventId == vtk.vtkCommand.LeftButtonPressEvent and not anyModifierKeyPressed:
-            band.start(xy)
+        if eventId == vtk.vtkCommand.LeftButtonPressEvent:
+            if callerInteractor.GetControlKey() or callerInteractor.GetAltKey():
+                return False  # left to Slicer (e.g. Ctrl+click)
+            controller.press(viewWidget, xy)
+            self._shiftDrag = bool(callerInteractor.GetShiftKey())
+            self.bandFor(viewWidget, None).start(xy)
             self.scriptedEffect.cursorOff(viewWidget)
             return True
-        if eventId == vtk.vtkCommand.MouseMoveEvent and band.dragging:
+        if eventId == vtk.vtkCommand.MouseMoveEvent and controller.dragging(viewWidget):
+            band = self.bandFor(viewWidget, None)
             band.setXy(band.startXy, xy)
             self.scriptedEffect.scheduleRender(viewWidget)
             return True
-        if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and band.dragging:
+        if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and controller.dragging(viewWidget):
             self.scriptedEffect.cursorOn(viewWidget)
+            sliceNode = viewWidget.sliceLogic().GetSliceNode()
+            xyToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetXYToRAS())
+            band = self.bandFor(viewWidget, None)
             corners = [self.xyToRas(c, viewWidget) for c in band.displayCorners(xy)]
-            sliceLogic = viewWidget.sliceLogic()
-            sliceToRas = sliceLogic.GetSliceNode().GetSliceToRAS()
-            normal = [sliceToRas.GetElement(row, 2) for row in range(3)]
-            volumeNode = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
+            adding = self._shiftDrag or self.scriptedEffect.parameter("AddBox") == "1"
             try:
-                if volumeNode is None:
-                    raise InputError(_("Select a source volume first"))
-                prompt = effectlogic.boxFromRasCorners(volumeNode, corners[0], corners[2], normal)
+                prompt, added = controller.release(viewWidget, xy, xyToRas, addBox=adding)
             except InputError as exc:
                 band.clear()
                 self.setStatus(str(exc))
+                self.restoreFirstBand(viewWidget)
                 return True
-            for otherBand in self.bands.values():
-                otherBand.clear()
-            band.finish(corners, sliceLogic.GetSliceOffset())
-            band.reposition(lambda ras: self.rasToXy(ras, viewWidget), sliceLogic.GetSliceOffset())
-            self.scriptedEffect.setParameter("Box", prompt.toParameter())
-            self.dropStalePreview()
-            self.setStatus(_("Box on slice {index} along {axis}: click Preview or Apply").format(
-                index=prompt.keySlice, axis=prompt.axis.upper()))
+            offset = viewWidget.sliceLogic().GetSliceOffset()
+            if added:
+                band.clear()
+                self.restoreFirstBand(viewWidget)
+                keyBand = self.bandFor(viewWidget, prompt.keySlice)
+                keyBand.finish(corners, offset)
+                keyBand.reposition(lambda ras: self.rasToXy(ras, viewWidget), offset)
+            else:
+                self.clearBands()
+                band = self.bandFor(viewWidget, None)
+                band.finish(corners, offset)
+                band.reposition(lambda ras: self.rasToXy(ras, viewWidget), offset)
+                self._firstBand = (viewWidget, corners, offset)
+            self.controller.dropStalePreview()
             self.updateGUIFromMRML()
             return True
         return False
 
     def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
-        band = self.bands.get(viewWidget)
-        if band is not None and callerViewNode and callerViewNode.IsA("vtkMRMLSliceNode"):
+        if not callerViewNode or not callerViewNode.IsA("vtkMRMLSliceNode"):
+            return
+        offset = viewWidget.sliceLogic().GetSliceOffset()
+        for (sliceWidget, _key), band in self.bands.items():
+            if sliceWidget is viewWidget:
+                band.reposition(lambda ras: self.rasToXy(ras, viewWidget), offset)
+        sliceNode = viewWidget.sliceLogic().GetSliceNode()
+        dimensions = sliceNode.GetDimensions()
+        xyToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetXYToRAS())
+        try:  # pre-encode the slice in view; never let it disturb the view
+            self.controller.viewChanged(xyToRas, (dimensions[0] / 2.0, dimensions[1] / 2.0))
+        except Exception as exc:
+            logging.debug(f"MedSAM pre-encoding skipped: {exc}")
+
+    def bandFor(self, sliceWidget, keySlice):
+        from MedSAMSegmentLib.effect.rubberband import RubberBand
+
+        if (sliceWidget, keySlice) not in self.bands:
+            self.bands[(sliceWidget, keySlice)] = RubberBand()
+            self.scriptedEffect.addActor2D(sliceWidget, self.bands[(sliceWidget, keySlice)].actor)
+        return self.bands[(sliceWidget, keySlice)]
+
+    def restoreFirstBand(self, viewWidget):
+        """A drag that did not replace the first box: show the first box again where it was."""
+        first = getattr(self, "_firstBand", None)
+        if first is not None and first[0] is viewWidget and self.scriptedEffect.parameter("Box"):
+            band = self.bandFor(viewWidget, None)
+            band.finish(first[1], first[2])
             band.reposition(lambda ras: self.rasToXy(ras, viewWidget), viewWidget.sliceLogic().GetSliceOffset())
 
-    def bandForWidget(self, sliceWidget):
-        from SegmentEditorMedSAMLib.rubberband import RubberBand
+    def clearBands(self):
+        for band in self.bands.values():
+            band.clear()
+        self._firstBand = None
 
-        if sliceWidget not in self.bands:
-            self.bands[sliceWidget] = RubberBand()
-            self.scriptedEffect.addActor2D(sliceWidget, self.bands[sliceWidget].actor)
-        return self.bands[sliceWidget]
+    def onRemoveKeyBox(self):
+        from MedSAMSegmentLib.errors import InputError
+
+        keySlice = self.keyBoxCombo.currentData
+        if keySlice is None:
+            return
+        try:
+            self.controller.removeKeyBox(int(keySlice))
+        except InputError as exc:
+            self.setStatus(str(exc))
+            return
+        for (sliceWidget, key), band in list(self.bands.items()):
+            if key == int(keySlice):
+                band.clear()
+        self.controller.dropStalePreview()
+        self.setStatus(_("Removed the box on slice {index}: Preview again to update").format(index=keySlice))
+        self.updateGUIFromMRML()
 
     def onRoiToggled(self, checked):
         # The place button needs a node to place: give the ROI prompt one when there is none yet.
@@ -287,29 +429,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- compute, preview, apply --------------------------------------------------------------------
     def previewNode(self):
-        return self.scriptedEffect.nodeReference(PREVIEW_REFERENCE)
-
-    def removePreview(self):
-        self.pending = None
-        previewNode = self.previewNode()
-        if previewNode is not None:
-            self.scriptedEffect.setNodeReference(PREVIEW_REFERENCE, None)
-            slicer.mrmlScene.RemoveNode(previewNode)
-
-    def promptSignature(self):
-        """What the result depends on: a preview computed for another signature is stale."""
-        roiNode = self.scriptedEffect.nodeReference(ROI_REFERENCE)
-        names = ("PromptSource", "Box", "Mode", "Range", "SlicesAround", "Model", "Device")
-        return (tuple(self.scriptedEffect.parameter(n) for n in names),
-                self.scriptedEffect.parameterSetNode().GetSelectedSegmentID(),
-                roiNode.GetID() if roiNode else None, roiNode.GetMTime() if roiNode else None)
-
-    def dropStalePreview(self):
-        if self.pending is not None and self.pending[2] != self.promptSignature():
-            self.removePreview()
+        return self.controller.previewNode()
 
     def setStatus(self, text):
-        self.statusLabel.text = text
+        if hasattr(self, "statusLabel"):
+            self.statusLabel.text = text
         logging.info(f"MedSAM effect: {text}")
 
     def settings(self):
@@ -322,132 +446,71 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 setattr(settings, field, self.scriptedEffect.parameter(name))
         return settings.validate()
 
-    def compute(self):
-        """Run the model for the current prompt: (labelmap on the editor's grid, processed-slices slab)."""
-        from SegmentEditorMedSAMLib import effectlogic
-        from MedSAMSegmentLib.errors import InputError
-        from MedSAMSegmentLib.geometry import slice_range
-        from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    def onPreview(self):
+        self.runAction("preview")
 
-        parameterSetNode = self.scriptedEffect.parameterSetNode()
-        volumeNode = parameterSetNode.GetSourceVolumeNode()
-        segmentationNode = parameterSetNode.GetSegmentationNode()
-        if volumeNode is None or segmentationNode is None:
-            raise InputError(_("Select a segmentation and a source volume first"))
-        logic = MedSAMLogic(self.settings())
-        if self.scriptedEffect.parameter("PromptSource") == "roi":
-            roiNode = self.scriptedEffect.nodeReference(ROI_REFERENCE)
-            if roiNode is None:
-                raise InputError(_("Select or place an ROI first"))
-            prompt = effectlogic.roiPrompt(logic, volumeNode, roiNode)
-        else:
-            prompt = effectlogic.BoxPrompt.fromParameter(self.scriptedEffect.parameter("Box"))
-            if prompt is None:
-                raise InputError(_("Draw a box in a slice view first"))
-        box, keySlice = effectlogic.requestBox(prompt, self.scriptedEffect.parameter("Mode"),
-                                               self.scriptedEffect.parameter("Range"),
-                                               self.scriptedEffect.integerParameter("SlicesAround"),
-                                               slicer.util.arrayFromVolume(volumeNode).shape)
-        first, last = slice_range(box, prompt.axis)
-        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=_("MedSAM"),
-                                                  labelText=_("Loading the model..."), maximum=last - first + 1)
-        try:
-            def progress(done, total):
-                dialog.maximum = total
-                dialog.value = done
-                dialog.labelText = _("Segmented {done} of {total} slices").format(done=done, total=total)
-                slicer.app.processEvents()
+    def onApply(self):
+        self.runAction("apply")
 
-            def cancel():
-                slicer.app.processEvents()
-                return dialog.wasCanceled
-
-            slicer.app.processEvents()
-            mask, info = logic.computeMask(volumeNode, indexBox=box, axis=prompt.axis, keySlice=keySlice,
-                                           progressCallback=progress, cancelCallback=cancel)
-        finally:
-            dialog.close()
-        reference = self.scriptedEffect.sourceVolumeImageData()
-        if reference is None:
-            raise InputError(_("The Segment Editor cannot align the source volume with the segmentation"))
-        labelmap = effectlogic.maskToLabelmap(mask, volumeNode, segmentationNode, reference)
-        slab = effectlogic.slabLabelmap(box, prompt.axis, volumeNode, segmentationNode, reference)
-        self.setStatus(_("{voxels} voxels on slices {first}-{last} along {axis} ({window})").format(
-            voxels=int(mask.sum()), first=first, last=last, axis=prompt.axis.upper(), window=info.get("window", "")))
-        return labelmap, slab
-
-    def run(self, action):
-        """Call action() after the dependency check (installs only with consent), with error messages,
-        a normal cursor again afterwards, and protection against re-entry through processEvents."""
+    def runAction(self, action):
+        """Run the model in a worker thread while this (GUI) thread keeps Slicer responsive, then write
+        the result on this thread. Dependencies are installed only with consent. The pattern is
+        slicer.packaging's for pip: a worker thread, and the main thread turning processEvents()."""
         from MedSAMSegmentLib import dependencies
-        from MedSAMSegmentLib.errors import CancelledError, MedSAMError, WeightsError
+        from MedSAMSegmentLib.errors import MedSAMError, WeightsError
 
-        if self.busy:
+        controller = self.controller
+        if controller.busy:
+            self.setStatus(_("MedSAM is already running: wait for it or Cancel"))
             return
-        self.busy = True
-        self.updateGUIFromMRML()
         try:
             if not dependencies.ready() and not dependencies.ensure(askConfirmation=True, requester="MedSAM"):
                 self.setStatus(_("MedSAM needs: {missing}").format(missing=", ".join(dependencies.describeMissing())))
                 return
-            action()
-        except CancelledError:
-            self.setStatus(_("Cancelled: nothing was changed"))
+            job = controller.startRun(action)
+            self.updateGUIFromMRML()
+            if job is not None:
+                self.waitForJob(job)
+            controller.finishRun(job)
         except WeightsError as exc:
+            controller.job = None
             self.setStatus(str(exc))
             slicer.util.errorDisplay(_("{error}\n\nThe MedSAM Segment module can download or select the weights.").format(
                 error=exc), windowTitle=_("MedSAM: model weights"))
         except MedSAMError as exc:
+            controller.job = None
             self.setStatus(str(exc))
             slicer.util.errorDisplay(str(exc), windowTitle=_("MedSAM"))
         except Exception as exc:
+            controller.job = None
             logging.exception("MedSAM effect failed")
+            self.setStatus(_("MedSAM failed: {error}").format(error=exc))
             slicer.util.errorDisplay(_("MedSAM failed: {error}").format(error=exc), windowTitle=_("MedSAM"))
         finally:
-            self.busy = False
             self.updateGUIFromMRML()
 
-    def onPreview(self):
-        self.run(self.preview)
-
-    def preview(self):
-        from SegmentEditorMedSAMLib import effectlogic
-
-        labelmap, slab = self.compute()
-        parameterSetNode = self.scriptedEffect.parameterSetNode()
-        segmentationNode = parameterSetNode.GetSegmentationNode()
-        segmentId = parameterSetNode.GetSelectedSegmentID()
-        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentId else None
-        previewNode = self.previewNode()
-        if previewNode is None:
-            previewNode = effectlogic.createPreviewNode(slicer.mrmlScene, segmentationNode)
-            self.scriptedEffect.setNodeReference(PREVIEW_REFERENCE, previewNode)
-        name, color = (segment.GetName(), segment.GetColor()) if segment else ("MedSAM", (1.0, 1.0, 0.0))
-        effectlogic.updatePreview(previewNode, labelmap, name, color)
-        self.pending = (labelmap, slab, self.promptSignature())
-
-    def onApply(self):
-        self.run(self.apply)
-
-    def apply(self):
-        """Write the previewed result (computed now if there is no preview) into the selected segment."""
-        if self.pending is None or self.pending[2] != self.promptSignature():
-            self.pending = (*self.compute(), self.promptSignature())
-        labelmap, slab, _signature = self.pending
-        self.scriptedEffect.saveStateForUndo()  # once: remove + add below are one undo step
-        if self.scriptedEffect.parameter("ApplyMode") == "set":
-            # The editor's "set" mode would clear the segment outside these slices too.
-            self.scriptedEffect.modifySelectedSegmentByLabelmap(
-                slab, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeRemove)
-        self.scriptedEffect.modifySelectedSegmentByLabelmap(
-            labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd)
-        self.removePreview()
-        self.setStatus(_("Applied to the selected segment (Undo reverts it)"))
+    def waitForJob(self, job):
+        """Keep the GUI live until the job ends or the user cancels (the dialog's or the effect's Cancel).
+        The wait releases the GIL, so the worker thread runs meanwhile."""
+        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=_("MedSAM"),
+                                                  labelText=_("Loading the model..."), maximum=0)
+        try:
+            while not job.wait(POLL_SECONDS):
+                slicer.app.processEvents()
+                done, total = job.progress
+                if total:
+                    dialog.maximum = total
+                    dialog.value = done
+                    dialog.labelText = _("Segmented {done} of {total} slices").format(done=done, total=total)
+                if dialog.wasCanceled:
+                    job.cancel()
+                if job.cancelled:
+                    break  # the worker stops at its next check; its result will be discarded
+        finally:
+            dialog.close()
 
     def onCancel(self):
-        self.removePreview()
-        self.scriptedEffect.setParameter("Box", "")
-        for band in self.bands.values():
-            band.clear()
-        self.setStatus(_("Cleared"))
+        self.controller.cancel()
+        if not self.controller.busy:
+            self.clearBands()
         self.updateGUIFromMRML()

@@ -1,5 +1,8 @@
-"""The MedSAM Segment Editor effect and its Qt-free helpers.
+"""Folder of the MedSAM Segment Editor effect file (SegmentEditorEffect.py); nothing to import here.
 
-Deliberately empty of imports: Slicer loads SegmentEditorEffect.py by file path (see
-SegmentEditorMedSAM.py), and the helpers (effectlogic, rubberband) must stay importable without Qt.
+Slicer loads SegmentEditorEffect.py by file path under this folder's name
+(qSlicerSegmentEditorScriptedEffect::setPythonSource -> qSlicerScriptedUtils::loadSourceAsModule), so
+`sys.modules["SegmentEditorMedSAMLib"]` becomes the effect file itself and no helper module could be
+imported from this package inside Slicer. The effect's Qt-free helpers therefore live in
+MedSAMSegmentLib.effect.
 """

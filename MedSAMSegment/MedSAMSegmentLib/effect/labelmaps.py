@@ -1,113 +1,18 @@
-"""What the MedSAM effect does besides Qt: box prompts, slice ranges, modifier labelmap, preview node.
+"""The MedSAM effect's MRML side: a volume-voxel mask as a labelmap on the Segment Editor's grid, the
+slab of processed slices, and the translucent preview segmentation.
 
-Qt-free (MRML + numpy), so it runs under pytest with slicer-core; SegmentEditorEffect.py only maps
-widgets and mouse events onto these functions. The model runs on the source volume's own voxels
-(through MedSAMLogic, like the CLI and the batch panel) and the mask is then resampled onto the Segment
-Editor's grid, because masking and the editable intensity range compare the modifier labelmap voxel
-by voxel with that grid.
+Qt-free (MRML + numpy). The model runs on the source volume's own voxels (like the CLI); the mask is then
+resampled onto the Segment Editor's grid, because masking and the editable intensity range compare the
+modifier labelmap voxel by voxel with that grid. Main thread only (MRML).
 """
-
-from dataclasses import dataclass
 
 import numpy as np
 import slicer
 import vtk
 
-from MedSAMSegmentLib import geometry, mrml_io
-from MedSAMSegmentLib.errors import InputError
-
-MODES = ("slice", "propagate")  # this slice only | propagate through a slice range
-RANGES = ("roi", "around", "volume")  # the prompt's own slices | N slices each side | the whole volume
-APPLY_MODES = ("add", "set")  # add to the segment | replace the segment in the processed slices
-AXIS_POSITION = {"i": 0, "j": 1, "k": 2}
-
-
-@dataclass(frozen=True)
-class BoxPrompt:
-    """A box in the source volume's voxel indices: (i0, j0, k0, i1, j1, k1) inclusive, and the
-    index axis the slices are taken along. A drawn box spans one slice; an ROI box its slices."""
-
-    axis: str
-    box: tuple
-
-    def toParameter(self):
-        return f"{self.axis}:{','.join(str(int(v)) for v in self.box)}"
-
-    @classmethod
-    def fromParameter(cls, text):
-        """The prompt stored by toParameter, or None for an empty string."""
-        text = (text or "").strip()
-        if not text:
-            return None
-        axis, _, values = text.partition(":")
-        try:
-            box = tuple(int(v) for v in values.split(","))
-        except ValueError:
-            box = ()
-        if axis not in AXIS_POSITION or len(box) != 6:
-            raise InputError(f"Stored box {text!r} is not 'axis:i0,j0,k0,i1,j1,k1'")
-        return cls(axis, box)
-
-    @property
-    def sliceRange(self):
-        return geometry.slice_range(self.box, self.axis)
-
-    @property
-    def keySlice(self):
-        """The slice a drawn box was drawn on; the middle slice of an ROI (the official start)."""
-        first, last = self.sliceRange
-        return int((last - first) / 2 + first)
-
-
-def boxFromRasCorners(volumeNode, rasA, rasB, sliceNormalRas):
-    """BoxPrompt of a rectangle dragged from rasA to rasB in a slice view whose normal is
-    sliceNormalRas (world RAS). The slice axis is the volume axis closest to the view normal; the
-    slice is the one under the first corner (where the drag started)."""
-    ijkToWorld = mrml_io.volumeIjkToWorldMatrix(volumeNode)
-    shape = mrml_io.volumeArray(volumeNode).shape
-    axis = geometry.closest_index_axis(ijkToWorld, sliceNormalRas)
-    worldToIjk = np.linalg.inv(ijkToWorld)
-    a = np.rint((worldToIjk @ np.r_[np.asarray(rasA, float)[:3], 1.0])[:3])
-    b = np.rint((worldToIjk @ np.r_[np.asarray(rasB, float)[:3], 1.0])[:3])
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    position = AXIS_POSITION[axis]
-    lo[position] = hi[position] = a[position]
-    dims = np.array(shape[::-1]) - 1
-    if a[position] < 0 or a[position] > dims[position]:
-        raise InputError("The box was drawn on a slice outside the source volume")
-    lo, hi = np.clip(lo, 0, dims), np.clip(hi, 0, dims)
-    box = tuple(int(v) for v in np.r_[lo, hi])
-    return BoxPrompt(axis, tuple(geometry.validate_index_box(box, shape, axis)))
-
-
-def roiPrompt(logic, volumeNode, roiNode):
-    """BoxPrompt of a markups ROI on the volume (its voxel range, slices along the ROI's z axis)."""
-    request = logic.prepare(volumeNode, roiNode=roiNode)
-    return BoxPrompt(request.axis, tuple(int(v) for v in request.box))
-
-
-def requestBox(prompt, mode, rangeMode, around, shapeKji):
-    """(index box, key slice) to segment: the prompt's in-plane box over the slices that mode and
-    range ask for. "slice": only the key slice. "propagate": the prompt's own slices ("roi"),
-    `around` slices each side of the key slice ("around"), or every slice ("volume")."""
-    if mode not in MODES:
-        raise InputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    key = prompt.keySlice
-    count = shapeKji[2 - AXIS_POSITION[prompt.axis]]  # slices along the axis: K for k, J for j, I for i
-    if mode == "slice":
-        first = last = key
-    elif rangeMode == "roi":
-        first, last = prompt.sliceRange
-    elif rangeMode == "around":
-        first, last = max(0, key - int(around)), min(count - 1, key + int(around))
-    elif rangeMode == "volume":
-        first, last = 0, count - 1
-    else:
-        raise InputError(f"Unknown slice range {rangeMode!r}: use one of {', '.join(RANGES)}")
-    box = list(prompt.box)
-    position = AXIS_POSITION[prompt.axis]
-    box[position], box[position + 3] = first, last
-    return tuple(box), key
+from .. import mrml_io
+from ..errors import InputError
+from .prompts import AXIS_POSITION
 
 
 def maskToLabelmap(maskKji, volumeNode, segmentationNode, referenceImage):

@@ -1,0 +1,73 @@
+"""Model work in a worker thread, polled by the front end's event loop.
+
+The model (and its first torch import and weight loading) must not block the GUI thread, and MRML and
+Qt must only be touched on the main thread. So a run is split: the front end reads MRML, starts a Job
+whose work is pure numpy + torch, keeps its own event loop turning while polling the Job (Slicer: a
+`processEvents` loop as `slicer.packaging` runs pip; a web server: its asyncio loop), and writes the
+result to MRML on the main thread once the Job is finished.
+
+Cancel is honoured at once from the front end's point of view: `cancel()` marks the job, the front
+end stops waiting, and the result is discarded whatever the worker still does. The worker stops at its
+next check (between slices); a model load in progress completes in the background and is reused by
+the next run.
+"""
+
+import threading
+import time
+
+from ..errors import CancelledError
+
+
+class Job:
+    """work(progress, isCancelled) -> result, run in a daemon thread."""
+
+    def __init__(self, work, name="MedSAM worker"):
+        self._work = work
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+        self._progress = (0, 0)
+        self.result = None
+        self.error = None
+        self.started = None
+        self.seconds = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self.started = time.perf_counter()
+        self.thread.start()
+        return self
+
+    def _run(self):
+        try:
+            self.result = self._work(self._setProgress, self._cancel.is_set)
+        except BaseException as exc:  # handed to the main thread, which decides what to show
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - self.started
+            self._finished.set()
+
+    def _setProgress(self, done, total):
+        with self._lock:
+            self._progress = (int(done), int(total))
+
+    @property
+    def progress(self):
+        """(slices done, slices in total); (0, 0) while the model loads."""
+        with self._lock:
+            return self._progress
+
+    def cancel(self):
+        self._cancel.set()
+
+    @property
+    def cancelled(self):
+        return self._cancel.is_set() or isinstance(self.error, CancelledError)
+
+    @property
+    def finished(self):
+        return self._finished.is_set()
+
+    def wait(self, timeout=None):
+        """True once the work has ended. Waiting releases the GIL, so the worker runs meanwhile."""
+        return self._finished.wait(timeout)
