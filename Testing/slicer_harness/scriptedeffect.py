@@ -42,6 +42,9 @@ NOT_REPRODUCED = (
 )
 
 _MISSING = object()
+# AE modifySegmentByLabelmap static_casts its ModificationMode to the logic's (same order).
+_LOGIC_MODES = tuple(getattr(slicer.vtkSlicerSegmentEditorLogic, name) for name in (
+    "ModificationModeSet", "ModificationModeAdd", "ModificationModeRemove", "ModificationModeRemoveAll"))
 _log = logging.getLogger("slicer_harness")
 
 
@@ -379,7 +382,8 @@ class ScriptedEffect:
         perSegment() and bypassMasking; nothing without a logic."""
         if self._logic is None:
             return
-        self._logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, int(mode), extent,
+        self._logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap,
+                                            _LOGIC_MODES[int(mode)], extent,
                                             bool(self.perSegment), bypassMasking)
 
     def saveStateForUndo(self):
