@@ -45,8 +45,9 @@ class SegmentEditorMedSAMTest(ScriptedLoadableModuleTest):
         from MedSAMSegmentLib import dependencies
         from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, dice, official_box
 
-        self.delayDisplay("Installing dependencies if needed")
-        self.assertTrue(dependencies.ensure(askConfirmation=False))
+        if not dependencies.ready():
+            # A self-test never installs: on an extension build server that would download gigabytes.
+            self.skipTest("MedSAM's dependencies are not installed: " + ", ".join(dependencies.describeMissing()))
         volumeNode = slicer.util.loadVolume(str(SAMPLE_IMAGE))
         label = slicer.util.arrayFromVolume(slicer.util.loadLabelVolume(str(SAMPLE_LABEL))) > 0
         i0, j0, k0, i1, j1, k1 = official_box(label)

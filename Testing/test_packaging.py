@@ -200,9 +200,9 @@ def test_qt_layer_imports_no_heavy_package_at_load(path):
 
 
 def test_qt_free_helpers_do_not_load_torch():
-    code = ("import sys; sys.path[:0] = ['MedSAMSegment', 'SegmentEditorMedSAM']\n"
+    code = ("import sys; sys.path[:0] = ['MedSAMSegment']\n"
             "import MedSAMSegmentLib.dependencies, MedSAMSegmentLib.settings, MedSAMSegmentLib.registry\n"
-            "import SegmentEditorMedSAMLib.rubberband\n"
+            "import MedSAMSegmentLib.effect.controller, MedSAMSegmentLib.effect.rubberband\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

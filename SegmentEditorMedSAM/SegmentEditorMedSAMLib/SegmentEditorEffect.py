@@ -20,9 +20,6 @@ from slicer.i18n import tr as _
 
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-POLL_SECONDS = 0.05  # how often the GUI thread looks at a running job (and lets Qt process events)
-
-
 class SlicerEffectEditor:
     """The controller's editor adapter (MedSAMSegmentLib/effect/editors.py) over Slicer's scripted effect:
     parameters and node references on the segment editor node, masking and undo through the effect."""
@@ -490,22 +487,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.updateGUIFromMRML()
 
     def waitForJob(self, job):
-        """Keep the GUI live until the job ends or the user cancels (the dialog's or the effect's Cancel).
-        The wait releases the GIL, so the worker thread runs meanwhile."""
+        """Keep the GUI live until the job ends or the user cancels (the dialog's or the effect's Cancel)."""
+        from MedSAMSegment import waitForJob
+
         dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=_("MedSAM"),
                                                   labelText=_("Loading the model..."), maximum=0)
         try:
-            while not job.wait(POLL_SECONDS):
-                slicer.app.processEvents()
-                done, total = job.progress
-                if total:
-                    dialog.maximum = total
-                    dialog.value = done
-                    dialog.labelText = _("Segmented {done} of {total} slices").format(done=done, total=total)
-                if dialog.wasCanceled:
-                    job.cancel()
-                if job.cancelled:
-                    break  # the worker stops at its next check; its result will be discarded
+            waitForJob(job, dialog, lambda done, total: _("Segmented {done} of {total} slices").format(
+                done=done, total=total))
         finally:
             dialog.close()
 
