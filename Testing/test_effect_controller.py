@@ -182,3 +182,29 @@ def test_added_boxes_are_kept_per_slice_in_the_first_boxs_orientation(scene):
     drag(controller, scene["volume"], (i0, j0, i1, j1), k1, addBox=True)
     drag(controller, scene["volume"], (i0, j0, i1, j1), middle)
     assert controller.addedBoxes() == []
+
+
+def test_the_slice_in_view_is_pre_encoded_and_its_preview_needs_no_encoder(scene):
+    """While the effect is active, the controller has the slice in view (and its neighbours) encoded in
+    the background; a box drawn there then runs the decoder only."""
+    from MedSAMSegmentLib.embedding_cache import content_key
+    from MedSAMSegmentLib.intensity import auto_window
+
+    controller, volume, predictor = scene["controller"], scene["volume"], scene["predictor"]
+    array = mrml_io.volumeArray(volume)
+    window = auto_window(array)
+    k = 2  # a slice no other test encodes: far from the lesion
+    key = content_key(predictor.spec, window.apply(array[k]))
+    if key in predictor.cache:
+        pytest.skip("slice 2 is already encoded in this process")
+    controller.viewChanged(axialXyToRas(volume, k), (0.0, 0.0))
+    assert controller.preEncoder.wait_idle(120)
+    assert key in predictor.cache
+
+    encodedBefore = predictor.encoded
+    drag(controller, volume, (100, 100, 140, 140), k)
+    controller.editor.setParameter("Mode", "slice")
+    assert controller.run("preview").state == "previewed"
+    assert predictor.encoded == encodedBefore, "the preview used the pre-encoded slice"
+    controller.deactivate()
+    assert controller.preEncoder is None and controller.previewNode() is None
