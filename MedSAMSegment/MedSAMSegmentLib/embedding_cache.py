@@ -1,7 +1,17 @@
-"""A thread-safe LRU cache of image embeddings, bounded in bytes."""
+"""A thread-safe LRU cache of image embeddings, bounded in bytes, and the key of a slice in it."""
 
+import hashlib
 import threading
 from collections import OrderedDict
+
+
+def content_key(spec, image):
+    """The cache key of a windowed uint8 slice for the model `spec` (a registry entry).
+
+    Content-addressed: the same pixels give the same key, whatever node or file they came from,
+    so a slice pre-encoded in the background is found by a propagation or a one-slice preview.
+    """
+    return (spec.name, spec.image_size, image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
 
 
 class EmbeddingCache:
@@ -43,6 +53,25 @@ class EmbeddingCache:
             while self._bytes > self.max_bytes:
                 _, old = self._items.popitem(last=False)
                 self._bytes -= self._size(old)
+
+    def put_if_room(self, key, tensor, reserve_bytes=0):
+        """Store without evicting anything, keeping `reserve_bytes` free; False when it does not fit.
+
+        For speculative work (background pre-encoding): it must never push out an embedding that
+        someone encoded because they needed it."""
+        size = self._size(tensor)
+        with self._lock:
+            if key in self._items:
+                return True
+            if self._bytes + size + reserve_bytes > self.max_bytes:
+                return False
+            self._items[key] = tensor
+            self._bytes += size
+            return True
+
+    def free_bytes(self):
+        with self._lock:
+            return max(0, self.max_bytes - self._bytes)
 
     def clear(self):
         with self._lock:

@@ -256,20 +256,102 @@ class FastTinyViT(nn.Module):
         self.neck_norm2 = _LayerNorm(neck[3])
         self.eval()
 
-    def forward(self, images):
+    def steps(self):
+        """The forward pass as (name, function) steps, each taking the previous one's output:
+        the patch embedding, every block and patch merging, the neck. forward() runs them in a
+        row, so running them one at a time (with anything in between) gives the same numbers."""
         dtype = self.dtype
-        x = images.to(dtype).permute(0, 2, 3, 1)  # (B, H, W, 3)
-        x = self.embed2(self.embed1(x, gelu=True))
-        for block in self.conv_blocks:
-            x = block(x)
-        x = self.merges[0](x).float()
-        for blocks, merge in zip(self.stages, self.merges[1:]):
-            for block in blocks:
-                x = block(x)
-            x = merge(x.to(dtype)).float()
-        x = self.neck_norm1(self.neck1(x.to(dtype)))
-        x = self.neck_norm2(self.neck2(x.to(dtype))).permute(0, 3, 1, 2)
+        out = [("patch embedding", self._embed)]
+        out += [(f"layer 0 block {i}", block) for i, block in enumerate(self.conv_blocks)]
+        out.append(("layer 0 merge", lambda x: self.merges[0](x).float()))
+        for n, (blocks, merge) in enumerate(zip(self.stages, self.merges[1:]), start=1):
+            out += [(f"layer {n} block {i}", block) for i, block in enumerate(blocks)]
+            out.append((f"layer {n} merge", lambda x, merge=merge: merge(x.to(dtype)).float()))
+        out.append(("neck", self._neck))
+        return out
+
+    def _embed(self, images):
+        x = images.to(self.dtype).permute(0, 2, 3, 1)  # (B, H, W, 3)
+        return self.embed2(self.embed1(x, gelu=True))
+
+    def _neck(self, x):
+        x = self.neck_norm1(self.neck1(x.to(self.dtype)))
+        x = self.neck_norm2(self.neck2(x.to(self.dtype))).permute(0, 3, 1, 2)
         return _long_lived_like(x).copy_(x)
+
+    def forward(self, images):
+        return run_steps(self.steps(), images)
+
+
+def run_steps(steps, images):
+    x = images
+    for _name, step in steps:
+        x = step(x)
+    return x
+
+
+def _reference_tinyvit_steps(encoder):
+    """TinyViT.forward of tinyvit.py, one block (or patch merging) per step."""
+    out = [("patch embedding", encoder.patch_embed)]
+    for n, layer in enumerate(encoder.layers):
+        out += [(f"layer {n} block {i}", block) for i, block in enumerate(layer.blocks)]
+        if layer.downsample is not None:
+            out.append((f"layer {n} merge", layer.downsample))
+
+    def neck(x):
+        b, _, c = x.shape
+        return encoder.neck(x.view(b, encoder.out_size, encoder.out_size, c).permute(0, 3, 1, 2))
+
+    return out + [("neck", neck)]
+
+
+def _vit_steps(encoder):
+    """segment_anything's ImageEncoderViT.forward (MedSAM ViT-B), one transformer block per step."""
+
+    def embed(images):
+        x = encoder.patch_embed(images)
+        return x if encoder.pos_embed is None else x + encoder.pos_embed
+
+    out = [("patch embedding", embed)]
+    out += [(f"block {i}", block) for i, block in enumerate(encoder.blocks)]
+    return out + [("neck", lambda x: encoder.neck(x.permute(0, 3, 1, 2)))]
+
+
+def encoder_steps(encoder):
+    """`encoder` (what make_encoder returned) as a list of (name, function) steps whose composition
+    is its forward pass. A background encode runs them one at a time and hands the model over to a
+    waiting foreground call between two steps (pre_encoder.py). An encoder of unknown structure
+    is one step."""
+    from .tinyvit import TinyViT
+
+    if hasattr(encoder, "steps"):
+        return encoder.steps()
+    if isinstance(encoder, TinyViT):
+        return _reference_tinyvit_steps(encoder)
+    if all(hasattr(encoder, name) for name in ("patch_embed", "pos_embed", "blocks", "neck")):
+        return _vit_steps(encoder)
+    return [("encode", encoder)]
+
+
+class _Autocast:
+    """The reference module under autocast to a lower precision (forward and each step)."""
+
+    def __init__(self, module, device_type, dtype):
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+
+    def __call__(self, images):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(images)
+
+    def steps(self):
+        def under_autocast(step):
+            def run(x):
+                with torch.autocast(self.device_type, dtype=self.dtype):
+                    return step(x)
+
+            return run
+
+        return [(name, under_autocast(step)) for name, step in encoder_steps(self.module)]
 
 
 def make_encoder(image_encoder, device, dtype, optimise=True):
@@ -285,12 +367,7 @@ def make_encoder(image_encoder, device, dtype, optimise=True):
         return FastTinyViT(image_encoder, str(dtype).replace("torch.", "")).to(device)
     if dtype == torch.float32:
         return image_encoder
-
-    def encode(images):
-        with torch.autocast(device.type, dtype=dtype):
-            return image_encoder(images)
-
-    return encode
+    return _Autocast(image_encoder, device.type, dtype)
 
 
 def physical_cores():

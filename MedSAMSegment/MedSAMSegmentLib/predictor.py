@@ -3,6 +3,8 @@
 import logging
 import os
 import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,6 +29,9 @@ class Predictor:
 
     Thread-safe: several segmentations may share one predictor (and its cache); network
     calls are serialised by a lock, which costs nothing on a 2-core CPU or a single GPU.
+    Foreground calls (embeddings, decoding) come before background pre-encoding: a background
+    encode (BackgroundEncode) runs one encoder step at a time and never starts a step while a
+    foreground call waits, so a foreground call waits for at most one step.
     """
 
     def __init__(self, model=None, checkpoint=None, device="auto", precision="auto", cache_mb=1024,
@@ -44,8 +49,11 @@ class Predictor:
         self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
         self.cache = EmbeddingCache(cache_mb * 2**20)
         self.notices = []  # user-facing messages, e.g. a fall-back from GPU to CPU
-        self.encoded = 0
+        self.encoded = 0  # slices encoded by foreground calls (background encodes are not counted)
         self._lock = threading.RLock()
+        self._turn = threading.Condition(threading.Lock())  # guards the two fields below
+        self._foreground = 0  # foreground calls waiting for the network or using it
+        self._foreground_ended = float("-inf")  # time.monotonic() when the last one ended
 
     @property
     def model_name(self):
@@ -54,6 +62,8 @@ class Predictor:
     # -- encoder and decoder fast paths ----------------------------------------------------
     def _set_fast_paths(self):
         from .fast_encoder import make_encoder, tune_threads
+
+        self.encoder_generation = getattr(self, "encoder_generation", -1) + 1  # a background encode of an older one is void
 
         if self.device.type == "cpu":
             tune_threads()
@@ -119,9 +129,44 @@ class Predictor:
         self._fall_back_to_cpu()
         return self._encode_now(images)
 
+    # -- foreground calls come first --------------------------------------------------------
+    @contextmanager
+    def _foreground_call(self):
+        """Hold the network for a foreground call; background steps wait until it is over."""
+        with self._turn:
+            self._foreground += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._turn:
+                self._foreground -= 1
+                self._foreground_ended = time.monotonic()
+                self._turn.notify_all()
+
+    @property
+    def foreground_busy(self):
+        """True while a foreground call waits for the network or uses it."""
+        return self._foreground > 0
+
+    def wait_for_quiet(self, quiet_s, cancelled, poll_s=0.02):
+        """Block until no foreground call has run for `quiet_s` seconds (the gaps between the slices
+        of a propagation are shorter); False as soon as cancelled() is true."""
+        with self._turn:
+            while not cancelled():
+                idle = time.monotonic() - self._foreground_ended
+                if not self._foreground and idle >= quiet_s:
+                    return True
+                self._turn.wait(poll_s if self._foreground else min(poll_s, quiet_s - idle))
+        return False
+
+    def background_encode(self, image):
+        """A BackgroundEncode of one uint8 2D slice (nothing runs until its steps are called)."""
+        return BackgroundEncode(self, image)
+
     def embeddings(self, keys, image_of):
         """Embeddings for `keys`, encoding the missing ones in batches. image_of(key) -> uint8 2D."""
-        with self._lock:
+        with self._foreground_call():
             found = {k: self.cache.get(k) for k in keys}
             missing = [k for k in keys if found[k] is None]
             for start in range(0, len(missing), self.batch_size):
@@ -139,7 +184,7 @@ class Predictor:
         """Low-resolution logits (torch, N x model grid) and the decoder's own IoU estimates (N,)
         for N boxes on one embedding; one box (4 numbers) gives N = 1."""
         torch = import_torch()
-        with self._lock, torch.inference_mode():
+        with self._foreground_call(), torch.inference_mode():
             net = self.network
             boxes = torch.as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
             sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
@@ -176,3 +221,60 @@ class Predictor:
 
     def clear_cache(self):
         self.cache.clear()
+
+
+class StaleEncodeError(MedSAMError):
+    """The predictor changed its encoder (a fall-back to the CPU) during a background encode."""
+
+
+class BackgroundEncode:
+    """One slice encoded one encoder step at a time (fast_encoder.encoder_steps), for background work.
+
+    Each step holds the predictor's lock; `step()` runs none while a foreground call waits or runs,
+    and returns None instead: the caller then waits (Predictor.wait_for_quiet) and calls it again,
+    or drops the encode. Between steps the predictor is free. The steps are the ones the one-shot
+    encode runs, in the same order on the same tensors, so the embedding is the same, bit for bit.
+    """
+
+    def __init__(self, predictor, image):
+        from .fast_encoder import encoder_steps
+
+        torch = import_torch()
+        self.predictor = predictor
+        self.generation = predictor.encoder_generation
+        self.steps = encoder_steps(predictor._encoder)
+        self.position = 0  # steps done
+        self._x = torch.from_numpy(predictor.transform.image_tensor(np.asarray(image))[None])
+
+    @property
+    def done(self):
+        return self.position == len(self.steps)
+
+    def step(self, quiet_s=0.0, after=None):
+        """Run the next step unless a foreground call waits, runs, or ended less than quiet_s
+        seconds ago: the step's name, or None (nothing ran).
+
+        after(name), if given, is called when the step is done, while it still holds the predictor
+        (tests use it to make a foreground call arrive in the middle of a step)."""
+        p = self.predictor
+        torch = import_torch()
+        with p._lock:
+            if p.foreground_busy or time.monotonic() - p._foreground_ended < quiet_s:
+                return None
+            if self.generation != p.encoder_generation:
+                raise StaleEncodeError("the encoder changed during a background encode")
+            name, run = self.steps[self.position]
+            with torch.inference_mode():
+                if self.position == 0:
+                    self._x = self._x.to(p.device)
+                self._x = run(self._x)
+            self.position += 1
+            if after is not None:
+                after(name)
+            return name
+
+    def result(self):
+        """The embedding (C, H, W), as Predictor.embeddings would give it."""
+        if not self.done:
+            raise RuntimeError("the background encode has steps left")
+        return self._x[0]

@@ -24,11 +24,11 @@ It never leaves the given range. The rules are physical, not fitted to the refer
 benchmarks/compare_modes.py measures them against the official procedure.
 """
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .embedding_cache import content_key
 from .errors import CancelledError, InputError
 from .metrics import dice
 from .slicing import get_slice, num_slices, slice_index, split_box, validate_box
@@ -76,7 +76,7 @@ class _SliceSource:
 
     def __init__(self, predictor, volume, window, axis):
         self.volume, self.window, self.axis = volume, window, axis
-        self.model = (predictor.spec.name, predictor.spec.image_size)
+        self.spec = predictor.spec
         self._images = {}
 
     def image(self, index):
@@ -86,9 +86,7 @@ class _SliceSource:
         return img
 
     def key(self, index):
-        # Content-addressed: the same pixels give the same key, whatever node or file they came from.
-        img = self.image(index)
-        return self.model + (img.shape, hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest())
+        return content_key(self.spec, self.image(index))  # the pre-encoder's keys too
 
     def forget(self, index):
         self._images.pop(index, None)
