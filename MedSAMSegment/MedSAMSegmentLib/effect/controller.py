@@ -197,8 +197,11 @@ class MedSAMEffectController:
 
     # -- runs -----------------------------------------------------------------------------------
     def signature(self):
+        """What a result depends on besides the voxels: parameters, target and prompt nodes."""
         roiNode = self.editor.nodeReference(ROI_REFERENCE)
+        nodes = (self.editor.segmentationNode(), self.editor.sourceVolumeNode())
         return (tuple(self.parameter(n) for n in SIGNATURE_PARAMETERS), self.editor.selectedSegmentId(),
+                tuple(node.GetID() if node else None for node in nodes),
                 roiNode.GetID() if roiNode else None, roiNode.GetMTime() if roiNode else None)
 
     def _request(self, logic):
@@ -249,7 +252,7 @@ class MedSAMEffectController:
         if self.job is not None:
             self.job.cancel()
 
-    def _stillValid(self, snapshot):
+    def _whyStale(self, snapshot):
         """Why the snapshot's target has changed since the run started, or "" if it has not."""
         segmentationNode = self.editor.segmentationNode()
         volumeNode = self.editor.sourceVolumeNode()
@@ -281,7 +284,7 @@ class MedSAMEffectController:
             return RunOutcome("cancelled", self.status)
         if job.error is not None:
             raise job.error
-        why = self._stillValid(snapshot)
+        why = self._whyStale(snapshot)
         if why:
             self.setStatus(f"Result discarded because {why} during the run: nothing was changed")
             return RunOutcome("discarded", self.status)
