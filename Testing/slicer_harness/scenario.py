@@ -111,5 +111,8 @@ class EffectSession:
 def injectPredictor(pythonEffect, predictor):
     """Make the effect's controller use `predictor` (the tests' shared LiteMedSAM on the CPU)."""
     from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.settings import MedSAMSettings
 
-    pythonEffect.controller.logicFactory = lambda settings: MedSAMLogic(settings, predictor=predictor)
+    controller = pythonEffect.controller
+    controller.settingsProvider = lambda: MedSAMSettings(device="cpu")
+    controller.logicFactory = lambda settings: MedSAMLogic(settings, predictor=predictor)

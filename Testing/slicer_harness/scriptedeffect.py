@@ -124,7 +124,7 @@ class ScriptedEffect:
 
     def _critical(self, text):
         self.criticals.append(text)
-        _log.warning(text)
+        _log.debug(text)
 
     # -- Python API calls (SE) --------------------------------------------------------------------------
     def icon(self):

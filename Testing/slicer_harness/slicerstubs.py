@@ -276,7 +276,7 @@ class DialogRecorder:
         self.warnings = []
         self.infos = []
         self.progressDialogs = []
-        self.confirmReply = True
+        self.confirmReply = False  # never consent to installs or downloads in tests
 
     def createProgressDialog(self, parent=None, value=0, maximum=100, labelText="", windowTitle="", **kwargs):
         dialog = ProgressDialog()
