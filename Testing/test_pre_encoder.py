@@ -222,7 +222,9 @@ def test_a_foreground_call_during_a_background_step_runs_right_after_that_step(f
     assert _key(fresh, volume, window, 12) in fresh.cache and _key(fresh, volume, window, 5) in fresh.cache
 
 
-def test_the_slice_being_pre_encoded_is_dropped_when_the_foreground_encodes_it(fresh, pre_encoder, volume, window):
+def test_a_foreground_call_for_the_slice_being_pre_encoded_finishes_that_encode(fresh, pre_encoder, volume, window):
+    """A box on the very slice the pre-encoder is half-way through: the foreground runs the remaining
+    steps (no second encode from the start), and gets the one-shot embedding."""
     from MedSAMSegmentLib.propagation import segment_slice
 
     pre = pre_encoder()
@@ -233,12 +235,17 @@ def test_the_slice_being_pre_encoded_is_dropped_when_the_foreground_encodes_it(f
             foreground.start()
             _wait_until(lambda: fresh.foreground_busy)
 
+    encoded, adopted = fresh.encoded, fresh.adopted
     pre.after_step = after_step
     pre.request(volume, window, "k", 12, neighbours=0)
     assert pre.wait_idle(WAIT_S)
     foreground.join(WAIT_S)
-    assert (pre.encoded, pre.abandoned, pre.steps_run) == (0, 1, 2)
-    assert len(fresh.cache) == 1
+    assert (pre.encoded, pre.abandoned, pre.adopted, pre.steps_run) == (0, 0, 1, 2)
+    assert (fresh.encoded, fresh.adopted) == (encoded, adopted + 1)
+    assert len(fresh.cache) == 1 and not fresh._background
+    with torch.inference_mode():
+        one_shot = fresh._encoder(_slice_tensor(fresh, volume, window, 12))[0]
+    assert torch.equal(fresh.cache.get(_key(fresh, volume, window, 12)), one_shot)
 
 
 # -- cancelling, priority, the cache bound -----------------------------------------------------

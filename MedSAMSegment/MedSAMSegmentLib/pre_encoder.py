@@ -10,7 +10,8 @@ It never gets in the way of real work:
   starts no step while a foreground call (Predictor.embeddings / decoding) waits, or ran in the
   last `quiet_s` seconds (the gaps between the slices of a propagation). A box drawn during a
   background encode therefore waits for at most the rest of one step. The slice it handed over
-  is kept half-encoded and resumed later, or dropped when no longer wanted.
+  is kept half-encoded and resumed later, or dropped when no longer wanted; if the foreground
+  needs that very slice, it runs the remaining steps itself instead of starting it again.
 - Free room only. Embeddings go into the cache only where they fit without evicting anything,
   leaving room for one foreground batch: pre-encoding never pushes out an embedding a propagation
   encoded because it needed it. When the cache is that full, pre-encoding stops.
@@ -79,6 +80,7 @@ class PreEncoder:
         self.steps_run = 0  # encoder steps run
         self.handovers = 0  # times a step waited because a foreground call came first
         self.abandoned = 0  # part-encoded slices thrown away (no longer wanted, encoded by someone else, stop)
+        self.adopted = 0  # part-encoded slices a foreground call needed and finished itself
         self.cache_full = 0  # requests cut short because the cache had no free room
         self.errors = 0
         self.last_error = None
@@ -224,17 +226,17 @@ class PreEncoder:
             run = self._partial[1]
         else:
             self._drop_partial()
-            run = predictor.background_encode(image)
+            run = predictor.background_encode(image, key)
         self._partial = (key, run)
-        cancelled = lambda: stop.is_set() or self._wish is not wish  # noqa: E731
-        while not run.done:
+
+        def cancelled():
+            return stop.is_set() or self._wish is not wish
+
+        while not run.done and key not in predictor.cache:
             if predictor.foreground_busy:
                 self.handovers += 1  # a foreground call came during the last step: it goes first
             if not self._current(wish, stop) or not predictor.wait_for_quiet(self.quiet_s, cancelled):
                 return False  # the half-done slice stays in self._partial for the next request
-            if key in predictor.cache:  # a foreground call encoded it meanwhile
-                self._drop_partial()
-                return True
             if run.generation != predictor.encoder_generation:  # the predictor fell back to the CPU
                 self._drop_partial()
                 return False
@@ -243,6 +245,13 @@ class PreEncoder:
             else:
                 self.steps_run += 1
         self._partial = None
+        run.close()
+        if key in predictor.cache:  # a foreground call needed it first: it finished this encode, or made its own
+            if run.done:
+                self.adopted += 1
+            else:
+                self.abandoned += 1
+            return True
         if not predictor.cache.put_if_room(key, run.result(), reserve):
             self.cache_full += 1
             return False
@@ -251,5 +260,6 @@ class PreEncoder:
 
     def _drop_partial(self):
         if self._partial is not None:
+            self._partial[1].close()
             self._partial = None
             self.abandoned += 1

@@ -50,10 +50,12 @@ class Predictor:
         self.cache = EmbeddingCache(cache_mb * 2**20)
         self.notices = []  # user-facing messages, e.g. a fall-back from GPU to CPU
         self.encoded = 0  # slices encoded by foreground calls (background encodes are not counted)
+        self.adopted = 0  # background encodes a foreground call finished instead of starting again
         self._lock = threading.RLock()
         self._turn = threading.Condition(threading.Lock())  # guards the two fields below
         self._foreground = 0  # foreground calls waiting for the network or using it
         self._foreground_ended = float("-inf")  # time.monotonic() when the last one ended
+        self._background = {}  # cache key -> BackgroundEncode in progress, for adoption
 
     @property
     def model_name(self):
@@ -160,14 +162,29 @@ class Predictor:
                 self._turn.wait(poll_s if self._foreground else min(poll_s, quiet_s - idle))
         return False
 
-    def background_encode(self, image):
-        """A BackgroundEncode of one uint8 2D slice (nothing runs until its steps are called)."""
-        return BackgroundEncode(self, image)
+    def background_encode(self, image, key=None):
+        """A BackgroundEncode of one uint8 2D slice (nothing runs until its steps are called);
+        with its cache key, a foreground call that needs that key finishes it (see embeddings)."""
+        return BackgroundEncode(self, image, key)
+
+    def _adopt_background(self, key):
+        """The embedding of `key` from a background encode in progress, finished now; or None."""
+        with self._turn:
+            run = self._background.pop(key, None)
+        if run is None or run.generation != self.encoder_generation:
+            return None
+        emb = run.finish()
+        self.adopted += 1
+        self.cache.put(key, emb)
+        return emb
 
     def embeddings(self, keys, image_of):
         """Embeddings for `keys`, encoding the missing ones in batches. image_of(key) -> uint8 2D."""
         with self._foreground_call():
             found = {k: self.cache.get(k) for k in keys}
+            for k in keys:
+                if found[k] is None and self._background:
+                    found[k] = self._adopt_background(k)
             missing = [k for k in keys if found[k] is None]
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start : start + self.batch_size]
@@ -232,23 +249,41 @@ class BackgroundEncode:
 
     Each step holds the predictor's lock; `step()` runs none while a foreground call waits or runs,
     and returns None instead: the caller then waits (Predictor.wait_for_quiet) and calls it again,
-    or drops the encode. Between steps the predictor is free. The steps are the ones the one-shot
-    encode runs, in the same order on the same tensors, so the embedding is the same, bit for bit.
+    or drops the encode (close()). Between steps the predictor is free. The steps are the ones the
+    one-shot encode runs, in the same order on the same tensors, so the embedding is the same, bit
+    for bit. An encode made with its cache key is adopted by a foreground call that needs that key:
+    the foreground runs the remaining steps instead of starting the slice again.
     """
 
-    def __init__(self, predictor, image):
+    def __init__(self, predictor, image, key=None):
         from .fast_encoder import encoder_steps
 
         torch = import_torch()
-        self.predictor = predictor
+        self.predictor, self.key = predictor, key
         self.generation = predictor.encoder_generation
         self.steps = encoder_steps(predictor._encoder)
         self.position = 0  # steps done
         self._x = torch.from_numpy(predictor.transform.image_tensor(np.asarray(image))[None])
+        if key is not None:
+            with predictor._turn:
+                predictor._background[key] = self
 
     @property
     def done(self):
         return self.position == len(self.steps)
+
+    def _advance(self):
+        """Run the next step; the caller holds the predictor's lock."""
+        torch = import_torch()
+        if self.generation != self.predictor.encoder_generation:
+            raise StaleEncodeError("the encoder changed during a background encode")
+        name, run = self.steps[self.position]
+        with torch.inference_mode():
+            if self.position == 0:
+                self._x = self._x.to(self.predictor.device)
+            self._x = run(self._x)
+        self.position += 1
+        return name
 
     def step(self, quiet_s=0.0, after=None):
         """Run the next step unless a foreground call waits, runs, or ended less than quiet_s
@@ -257,24 +292,29 @@ class BackgroundEncode:
         after(name), if given, is called when the step is done, while it still holds the predictor
         (tests use it to make a foreground call arrive in the middle of a step)."""
         p = self.predictor
-        torch = import_torch()
         with p._lock:
-            if p.foreground_busy or time.monotonic() - p._foreground_ended < quiet_s:
+            if self.done or p.foreground_busy or time.monotonic() - p._foreground_ended < quiet_s:
                 return None
-            if self.generation != p.encoder_generation:
-                raise StaleEncodeError("the encoder changed during a background encode")
-            name, run = self.steps[self.position]
-            with torch.inference_mode():
-                if self.position == 0:
-                    self._x = self._x.to(p.device)
-                self._x = run(self._x)
-            self.position += 1
+            name = self._advance()
             if after is not None:
                 after(name)
             return name
+
+    def finish(self):
+        """Run all remaining steps now (a foreground call adopting this encode; it holds the lock)."""
+        while not self.done:
+            self._advance()
+        return self.result()
 
     def result(self):
         """The embedding (C, H, W), as Predictor.embeddings would give it."""
         if not self.done:
             raise RuntimeError("the background encode has steps left")
         return self._x[0]
+
+    def close(self):
+        """No foreground call can adopt this encode any more."""
+        if self.key is not None:
+            with self.predictor._turn:
+                if self.predictor._background.get(self.key) is self:
+                    del self.predictor._background[self.key]

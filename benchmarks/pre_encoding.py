@@ -1,0 +1,191 @@
+"""Latency of a box drawn in the effect, with background pre-encoding (MedSAMSegmentLib/pre_encoder.py).
+
+Issue 10, item 3, on 2 CPU cores, LiteMedSAM float32 (the CPU default), a real 512 x 512 CT slice:
+  (a) a box on a slice already pre-encoded: preview (segment_slice) latency; goal <= 100 ms;
+  (b) a box while the pre-encoder is busy encoding a neighbouring slice: latency; goal <= the rest
+      of one encoder step + the slice's own encode (+ the decode of (a), which any preview has).
+For (b) the box arrives at spread-out moments of the background encode; each row says in which
+background step it arrived, how long it waited for the model (the hand-over) and the whole latency.
+
+Prints Markdown; --output FILE appends the run (with the time and the load average) to FILE.
+
+    nice -n 10 .venv/bin/python benchmarks/pre_encoding.py --output benchmarks/results/pre_encoding.md
+"""
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "MedSAMSegment"))
+CASE = ROOT.parent / "shared" / "data" / "cases" / "ct_upper_abdomen_hires_totalseg"
+BOX = (150, 150, 350, 330)  # a box over the upper abdomen, slice pixels (x0, y0, x1, y1)
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.0f}"
+
+
+def load_average():
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def step_profile(predictor, images, repeats):
+    """Median time of each encoder step over `repeats` slices, and the one-shot encode time."""
+    names, times = None, []
+    for image in images[:repeats]:
+        run = predictor.background_encode(image)
+        one = []
+        while not run.done:
+            start = time.perf_counter()
+            name = run.step()
+            one.append((name, time.perf_counter() - start))
+        names = [n for n, _ in one]
+        times.append([t for _, t in one])
+    steps = [(name, statistics.median(column)) for name, column in zip(names, zip(*times))]
+    one_shot = []
+    for image in images[:repeats]:  # what a foreground encode runs: resize + normalise + encoder
+        start = time.perf_counter()
+        predictor._encode_now([image])
+        one_shot.append(time.perf_counter() - start)
+    return steps, statistics.median(one_shot)
+
+
+def case_a(predictor, pre, volume, window, index, repeats):
+    """Preview latency on pre-encoded slices (cache hits only: no foreground encode may happen)."""
+    from MedSAMSegmentLib.propagation import segment_slice
+
+    pre.request(volume, window, "k", index, neighbours=2)
+    pre.wait_idle()
+    encoded = predictor.encoded
+    times = {}
+    for slice_index in (index, index + 1, index - 1, index + 2, index - 2):
+        times[slice_index] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segment_slice(predictor, volume, window, "k", slice_index, BOX)
+            times[slice_index].append(time.perf_counter() - start)
+    assert predictor.encoded == encoded, "a pre-encoded slice was encoded again"
+    return times
+
+
+def case_b(predictor, pre, volume, window, index, encode_s, trials):
+    """A box on `index` while the pre-encoder encodes index + 1, arriving at spread-out moments."""
+    from MedSAMSegmentLib.propagation import segment_slice
+
+    rows = []
+    for trial in range(trials):
+        predictor.clear_cache()
+        current = {}
+        first_step = threading.Event()
+
+        def after_step(name, current=current, first_step=first_step):
+            current["done"] = name
+            first_step.set()
+
+        pre.after_step = after_step
+        pre.request(volume, window, "k", index + 1, neighbours=0)
+        first_step.wait()
+        time.sleep(encode_s * trial / trials)  # arrive somewhere along the background encode
+        arrived_after = current["done"]
+        marks = {}
+        encode_now = predictor._encode_now
+
+        def timed_encode(images, marks=marks, encode_now=encode_now):
+            marks["model"] = time.perf_counter()
+            out = encode_now(images)
+            marks["encoded"] = time.perf_counter()
+            return out
+
+        predictor._encode_now = timed_encode
+        start = time.perf_counter()
+        segment_slice(predictor, volume, window, "k", index, BOX)
+        end = time.perf_counter()
+        del predictor._encode_now
+        pre.wait_idle()
+        pre.after_step = None
+        rows.append({"arrived after": arrived_after, "wait": marks["model"] - start,
+                     "encode": marks["encoded"] - marks["model"], "latency": end - start,
+                     "background done": pre.encoded})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2: the 2-core goal)")
+    parser.add_argument("--repeats", type=int, default=5, help="previews per slice in (a); slices in the step profile")
+    parser.add_argument("--trials", type=int, default=8, help="arrival moments in (b)")
+    parser.add_argument("--output", type=Path, help="append the run to this Markdown file")
+    args = parser.parse_args(argv)
+
+    import SimpleITK as sitk
+    import torch
+
+    from MedSAMSegmentLib.intensity import ct_window
+    from MedSAMSegmentLib.pre_encoder import PreEncoder
+    from MedSAMSegmentLib.predictor import Predictor
+
+    torch.set_num_threads(args.threads)
+    load_before = load_average()
+    volume = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE / "image.nii.gz")))
+    window = ct_window(volume)
+    predictor = Predictor(model="litemedsam", device="cpu", precision="float32", cache_mb=256)
+    index = volume.shape[0] // 2
+    images = [window.apply(volume[k]) for k in range(volume.shape[0])]
+    predictor.embedding("warm-up", images[0])
+
+    steps, encode_s = step_profile(predictor, images[1:], args.repeats)
+    longest = max(steps, key=lambda s: s[1])
+    predictor.clear_cache()
+    pre = PreEncoder(lambda: predictor)
+    try:
+        previews = case_a(predictor, pre, volume, window, index, args.repeats)
+        decode_s = statistics.median(previews[index])
+        rows = case_b(predictor, pre, volume, window, index, encode_s, args.trials)
+    finally:
+        pre.stop()
+    load_after = load_average()
+
+    out = []
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"## Run of {now}: {args.threads} torch threads, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    out.append(f"Load average (1 / 5 / 15 min) before: {load_before}; after: {load_after}. "
+               f"Slice {index} of {CASE.name} ({volume.shape[2]} x {volume.shape[1]}), LiteMedSAM float32.\n")
+    out.append("Encoder steps (median of %d slices, ms):\n" % args.repeats)
+    out.append("| step | ms |\n|---|---:|")
+    out += [f"| {name} | {t * 1000:.1f} |" for name, t in steps]
+    out.append(f"| **sum of steps** | {sum(t for _, t in steps) * 1000:.0f} |")
+    out.append(f"| **one-shot encode** | {encode_s * 1000:.0f} |")
+    out.append(f"\nLongest step: {longest[0]}, {ms(longest[1])} ms.\n")
+    out.append("(a) Preview on pre-encoded slices (segment_slice: window, key, cache hit, decode; "
+               f"{args.repeats} runs each; goal <= 100 ms):\n")
+    out.append("| slice | median ms | max ms | goal met |\n|---|---:|---:|---|")
+    for k, t in previews.items():
+        out.append(f"| {k} | {ms(statistics.median(t))} | {ms(max(t))} | {'yes' if max(t) <= 0.1 else 'NO'} |")
+    bound = longest[1] + encode_s + decode_s
+    out.append(f"\n(b) Preview on slice {index} while the pre-encoder encodes slice {index + 1}. Bound = longest "
+               f"step {ms(longest[1])} + own encode {ms(encode_s)} + decode {ms(decode_s)} = {ms(bound)} ms. "
+               f"Without the hand-over the wait alone could be a whole encode ({ms(encode_s)} ms).\n")
+    out.append("| arrived after background step | wait for the model ms | own encode ms | latency ms | within bound |")
+    out.append("|---|---:|---:|---:|---|")
+    for r in rows:
+        out.append(f"| {r['arrived after']} | {ms(r['wait'])} | {ms(r['encode'])} | {ms(r['latency'])} | "
+                   f"{'yes' if r['latency'] <= bound else 'NO'} |")
+    waits = [r["wait"] for r in rows]
+    out.append(f"\nWait for the model: median {ms(statistics.median(waits))} ms, max {ms(max(waits))} ms "
+               f"(longest step {ms(longest[1])} ms). Pre-encoder counters: encoded {pre.encoded}, "
+               f"hand-overs {pre.handovers}, abandoned {pre.abandoned}.\n")
+    text = "\n".join(out)
+    print(text)
+    if args.output is not None:
+        with open(args.output, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
