@@ -264,25 +264,32 @@ def test_stop_ends_the_worker_within_one_step_and_drops_its_half_encoded_slice(f
     assert len(fresh.cache) == 0
 
 
-def test_the_model_loads_in_the_worker_and_stop_does_not_wait_for_the_load(volume, window):
+@pytest.mark.parametrize("slow", ["model load", "window statistics"])
+def test_slow_preparations_run_in_the_worker_and_stop_does_not_wait_for_them(slow, predictor, volume, window):
+    """The first predictor_provider() call (a model load) and a callable window (statistics of the
+    whole volume) run in the worker: request() returns at once, and stop() does not block on them."""
     from MedSAMSegmentLib.pre_encoder import PreEncoder
 
-    loading, release, callers = threading.Event(), threading.Event(), []
+    started, release, callers = threading.Event(), threading.Event(), []
 
-    def slow_provider():  # stands for the first call of the shared predictor: a model load
+    def blocking(result):
         callers.append(threading.get_ident())
-        loading.set()
+        started.set()
         release.wait(WAIT_S)
-        return object()  # not a predictor: using it after stop() would count an error
+        return result
 
-    pre = PreEncoder(slow_provider)
-    pre.request(volume, window, "k", 10)  # returns at once, although the load blocks
-    assert loading.wait(WAIT_S)
+    if slow == "model load":  # returns no predictor: using it after stop() would count an error
+        pre = PreEncoder(lambda: blocking(object()))
+        pre.request(volume, window, "k", 10)
+    else:
+        pre = PreEncoder(lambda: predictor)
+        pre.request(volume, lambda: blocking(window), "k", 10)
+    assert started.wait(WAIT_S)
     assert callers == [pre._thread.ident] != [threading.get_ident()]
-    assert pre.stop() is False  # a load cannot be interrupted: stop() returns without waiting
+    assert pre.stop() is False  # cannot be interrupted: stop() returns without waiting
     release.set()
     pre._thread.join(WAIT_S)
-    assert not pre._thread.is_alive() and (pre.encoded, pre.errors) == (0, 0)
+    assert not pre._thread.is_alive() and (pre.encoded, pre.steps_run, pre.errors) == (0, 0, 0)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")

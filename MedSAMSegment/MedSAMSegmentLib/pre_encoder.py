@@ -17,7 +17,9 @@ It never gets in the way of real work:
   encoded because it needed it. When the cache is that full, pre-encoding stops.
 - Low priority. On Linux the worker thread lowers its own nice value (setpriority on its thread
   id is per thread there); PyTorch's OpenMP pool is per calling thread, and the pool threads the
-  worker starts inherit its nice value, so the whole background encode runs at low priority.
+  worker starts inherit its nice value, so the whole background encode runs at low priority
+  (checked with libgomp, the OpenMP runtime of the PyPI CPU wheels; Testing/test_pre_encoder.py
+  checks the worker's own nice value).
 - Cancellable: a new request replaces the previous one between two steps; stop() ends the
   worker within one step.
 - The model load (the predictor provider's first call) and the window's statistics (a callable
@@ -72,7 +74,7 @@ class PreEncoder:
         self._paused = False
         self._thread = None
         self._stop = None  # threading.Event of the running worker
-        self._loading = False  # the worker is inside predictor_provider()
+        self._uninterruptible = False  # the worker is loading the model or computing the window
         self._partial = None  # (key, BackgroundEncode) of a slice handed over part-way
         # Counters (read them for tests and benchmarks):
         self.encoded = 0  # slices encoded and stored in the cache
@@ -126,16 +128,17 @@ class PreEncoder:
     def stop(self, timeout=None):
         """Cancel all work and end the worker; True once it has ended (within one encoder step).
 
-        A model load in progress cannot be interrupted: then stop() does not wait for it and
-        returns False (the worker ends by itself when the load returns, doing nothing more)."""
+        A model load or a window's statistics in progress cannot be interrupted: then stop() does
+        not wait for them and returns False (the worker ends by itself when they return, doing
+        nothing more)."""
         with self._cond:
             thread, stop = self._thread, self._stop
             self._wish = None
             if stop is not None:
                 stop.set()
             self._cond.notify_all()
-            loading = self._loading
-        if thread is None or loading:
+            uninterruptible = self._uninterruptible
+        if thread is None or uninterruptible:
             return thread is None or not thread.is_alive()
         thread.join(timeout)
         return not thread.is_alive()
@@ -190,17 +193,22 @@ class PreEncoder:
             self._cond.wait_for(lambda: stop.is_set() or self._wish is not wish or not self._paused)
             return not stop.is_set() and self._wish is wish
 
-    def _fulfil(self, wish, stop):
+    def _uninterruptibly(self, function):
         with self._cond:
-            self._loading = True
+            self._uninterruptible = True
         try:
-            predictor = self._provider()
+            return function()
         finally:
             with self._cond:
-                self._loading = False
+                self._uninterruptible = False
+
+    def _fulfil(self, wish, stop):
+        predictor = self._uninterruptibly(self._provider)
         if not self._current(wish, stop):
             return
-        window = wish.window() if callable(wish.window) else wish.window
+        window = self._uninterruptibly(wish.window) if callable(wish.window) else wish.window
+        if not self._current(wish, stop):
+            return
         slices = []
         for index in wish.order:
             image = window.apply(get_slice(wish.volume, wish.axis, index))
