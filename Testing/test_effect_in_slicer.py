@@ -6,11 +6,14 @@ activates the effect through the editor node, sends press / move / release throu
 interactor in the views' XY coordinates, and clicks the effect's buttons. The model is the real
 LiteMedSAM (Testing/engine_support.shared_predictor) on a crop of the bundled brain MR.
 
-On the pre-fix effect (commit 073c977) every test here failed at the first drag: the rubber band's
-import raised inside processInteractionEvents (fault 1; see test_effect_in_slicer_loading.py), so no
-box was ever stored. With fault 1 patched, the RAS-aligned tests failed on fault 2: at 45 degrees the
-two-corner box was refused as one voxel wide, at 30 degrees it was far narrower than the four corners'
-bounding box.
+How the pre-fix effect (commit 073c977) failed, checked with this harness (root = that commit's tree):
+- fault 1: the first drag raised "ImportError: cannot import name 'effectlogic' from
+  'SegmentEditorMedSAMLib' (.../SegmentEditorEffect.py)" inside processInteractionEvents (recorded in
+  the scripted effect's pythonErrors), so no box was stored and every test failed at assertNoFailures;
+- fault 2 (fault 1 sidestepped by importing the helpers as submodules first): in the RAS-aligned view
+  the 28 mm square became k:40,33,8,88,47,8 at 30 degrees (49 x 15 voxels; the four corners give
+  40,15..88,64: 49 x 50) and was refused at 45 degrees ("the box is too small to segment: 51 x 1
+  voxels"), failing test_ras_aligned_views_use_the_four_corners_and_match_the_cli.
 """
 
 import functools

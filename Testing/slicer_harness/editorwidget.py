@@ -137,7 +137,8 @@ class SegmentEditorWidget:
             interactor = widget.sliceView().interactorStyle().GetInteractor()
             for eventName in INTERACTOR_EVENTS:
                 eventId = getattr(vtk.vtkCommand, eventName)
-                tag = interactor.AddObserver(eventId, lambda caller, event, w=widget: self.processEvents(caller, event, w), 1.0)
+                tag = interactor.AddObserver(
+                    eventId, lambda caller, event, w=widget: self.processEvents(caller, event, w), 1.0)
                 self._viewObservations.append((interactor, tag))
             sliceNode = widget.sliceLogic().GetSliceNode()
             tag = sliceNode.AddObserver(vtk.vtkCommand.ModifiedEvent,

@@ -32,8 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTED_MODULES = (("MedSAMSegment", "MedSAMSegment.py"), ("SegmentEditorMedSAM", "SegmentEditorMedSAM.py"))
 EFFECT_FILE = ("SegmentEditorMedSAM", "SegmentEditorMedSAMLib", "SegmentEditorEffect.py")
 
-_STUB_MODULES = ("qt", "ctk", "slicer.i18n", "slicer.ScriptedLoadableModule", "SegmentEditorEffects",
-                 "SegmentEditorEffects.AbstractScriptedSegmentEditorEffect", "qSlicerSegmentationsEditorEffectsPythonQt")
 
 
 class SlicerEnvironment:

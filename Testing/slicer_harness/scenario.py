@@ -13,7 +13,7 @@ from .environment import SlicerEnvironment
 
 class EffectSession:
     def __init__(self, core, arrayKji, ijkToRas, segmentNames=("tumour",), rotateToVolume=True, predictor=None,
-                 settings=None):
+                 settings=None, root=None):
         self.core = core
         self.arrayKji = arrayKji
         self.ijkToRas = np.asarray(ijkToRas, dtype=float)
@@ -21,7 +21,7 @@ class EffectSession:
         self.rotateToVolume = rotateToVolume
         self.predictor = predictor
         self.settings = dict(settings or {})
-        self.environment = SlicerEnvironment(core)
+        self.environment = SlicerEnvironment(core) if root is None else SlicerEnvironment(core, root=root)
 
     def __enter__(self):
         environment = self.environment.__enter__()

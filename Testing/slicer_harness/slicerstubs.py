@@ -16,7 +16,7 @@ import logging
 import unittest
 
 from . import qtstubs, scriptedeffect
-from .qtstubs import QAbstractButton, QObject, QToolButton, QWidget
+from .qtstubs import QObject, QToolButton, QWidget
 
 _log = logging.getLogger("slicer_harness")
 
@@ -112,9 +112,11 @@ class NodeComboBox(QWidget):
 class MarkupsPlaceWidget(QWidget):
     """qSlicerMarkupsPlaceWidget: current markups node, place mode, and its buttons."""
 
-    ForcePlaceSingleMarkup, ForcePlaceMultipleMarkups, HidePlaceMultipleMarkupsOption, ShowPlaceMultipleMarkupsOption = range(4)
+    ForcePlaceSingleMarkup, ForcePlaceMultipleMarkups = 0, 1
+    HidePlaceMultipleMarkupsOption, ShowPlaceMultipleMarkupsOption = 2, 3
     SIGNALS = ("activeMarkupsPlaceModeChanged",)
-    DEFAULTS = {"placeMultipleMarkups": 0, "buttonsVisible": True, "placeModeEnabled": False, "deleteAllControlPointsOptionVisible": True}
+    DEFAULTS = {"placeMultipleMarkups": 0, "buttonsVisible": True, "placeModeEnabled": False,
+                "deleteAllControlPointsOptionVisible": True}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -329,13 +331,10 @@ def widgetClasses():
     classes.update({
         "qMRMLNodeComboBox": NodeComboBox,
         "qSlicerMarkupsPlaceWidget": MarkupsPlaceWidget,
-        "qMRMLSpinBox": type("qMRMLSpinBox", (qtstubs.QDoubleSpinBox,), {"MinimumValue": 1, "MaximumValue": 2, "Precision": 4}),
+        "qMRMLSpinBox": type("qMRMLSpinBox", (qtstubs.QDoubleSpinBox,),
+                             {"MinimumValue": 1, "MaximumValue": 2, "Precision": 4}),
         "qSlicerSegmentEditorAbstractEffect": AbstractEffectEnums,
         "qSlicerSegmentEditorEffectFactory": EffectFactory,
         "qSlicerSegmentEditorScriptedEffect": scriptedeffect.ScriptedEffect,
     })
     return classes
-
-
-__all__ = ["App", "AbstractScriptedSegmentEditorEffect", "DialogRecorder", "EffectFactory", "ModuleParent",
-           "QAbstractButton", "widgetClasses"]
