@@ -13,7 +13,9 @@ How the pre-fix effect (commit 073c977) failed, checked with this harness (root 
 - fault 2 (fault 1 sidestepped by importing the helpers as submodules first): in the RAS-aligned view
   the 28 mm square became k:40,33,8,88,47,8 at 30 degrees (49 x 15 voxels; the four corners give
   40,15..88,64: 49 x 50) and was refused at 45 degrees ("the box is too small to segment: 51 x 1
-  voxels"), failing test_ras_aligned_views_use_the_four_corners_and_match_the_cli.
+  voxels"), failing test_ras_aligned_views_use_the_four_corners_and_match_the_cli;
+- fault 4: mrml_io.writeMaskToSegment created no display node, so the console and batch-panel tests
+  found GetDisplayNode() None.
 """
 
 import functools
@@ -454,3 +456,28 @@ def test_console_and_batch_results_have_display_nodes(slicer_core, predictor):
     batch = slicer_core.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "batch")
     mrml_io.writeMaskToSegment(label.astype(np.uint8), volume, batch, "ROI 1")  # what the batch panel calls
     assert batch.GetDisplayNode() is not None, "the batch panel's result is visible"
+
+
+def test_batch_panel_results_are_visible(session_for, predictor):
+    """The MedSAMSegment module's batch panel, clicked as a user does, on a bare segmentation node."""
+    import sys
+
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+
+    session = session_for("aligned")
+    module = sys.modules["MedSAMSegment"]  # loaded by the harness's start-up, as Slicer loads it
+    module.MedSAMSegmentLogic.medsam = property(lambda logic: MedSAMLogic(logic.settings, predictor=predictor))
+    widget = module.MedSAMSegmentWidget(None)
+    widget.setup()
+    box = np.array(tumourBox())
+    roi = session.core.addRoi(center=session.ijkToRasPoint((box[:3] + box[3:]) / 2),
+                              size=(box[3:] - box[:3] + 4) * SPACING * [1, 1, 0.5], name="lesion")
+    target = session.core.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "batch result")
+    widget.volumeSelector.setCurrentNode(session.volume)
+    widget.segmentationSelector.setCurrentNode(target)
+    widget.roiSelector.setCheckState(roi, True)
+    widget.batchButton.click()
+    assert "1 segments written" in widget.batchStatus.text, widget.batchStatus.text
+    assert target.GetDisplayNode() is not None, "the batch panel's result is visible"
+    assert target.GetSegmentation().GetSegmentIdBySegmentName("lesion")
+    assertNoFailures(session)

@@ -95,7 +95,16 @@ class BoundSignal:
         self._owner.emit(self._name, *args)
 
 
-class QObject:
+class _StubClass(type):
+    """Unknown class attributes (enums such as ctkPathLineEdit.Dirs, QSizePolicy.Expanding) are inert."""
+
+    def __getattr__(cls, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Inert(f"{cls.__name__}.{name}")
+
+
+class QObject(metaclass=_StubClass):
     """Base of every stub widget: properties as attributes, signals by name, inert unknowns."""
 
     SIGNALS = ("destroyed", "objectNameChanged")

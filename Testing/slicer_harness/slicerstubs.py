@@ -109,6 +109,27 @@ class NodeComboBox(QWidget):
         pass
 
 
+class CheckableNodeComboBox(NodeComboBox):
+    """qMRMLCheckableNodeComboBox: nodes of its types in the scene, each checked or not."""
+
+    SIGNALS = ("checkedNodesChanged",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._properties["checked"] = []
+
+    def setCheckState(self, node, state):
+        checked = self._properties["checked"]
+        if state and node not in checked:
+            checked.append(node)
+        elif not state and node in checked:
+            checked.remove(node)
+        self.emit("checkedNodesChanged")
+
+    def checkedNodes(self):
+        return [node for node in self._properties["checked"] if node.GetScene() is not None]
+
+
 class MarkupsPlaceWidget(QWidget):
     """qSlicerMarkupsPlaceWidget: current markups node, place mode, and its buttons."""
 
@@ -330,6 +351,7 @@ def widgetClasses():
     classes = {name: type(name, (QWidget,), {}) for name in generic}
     classes.update({
         "qMRMLNodeComboBox": NodeComboBox,
+        "qMRMLCheckableNodeComboBox": CheckableNodeComboBox,
         "qSlicerMarkupsPlaceWidget": MarkupsPlaceWidget,
         "qMRMLSpinBox": type("qMRMLSpinBox", (qtstubs.QDoubleSpinBox,),
                              {"MinimumValue": 1, "MaximumValue": 2, "Precision": 4}),
