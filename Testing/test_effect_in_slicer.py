@@ -388,13 +388,16 @@ def test_cancel_mid_propagation_leaves_the_segmentation_bit_identical(session_fo
     def cancelAfterFirstSlice():
         def waitForASlice():
             if dialogs and dialogs[-1].value >= 1:
+                progress.append((dialogs[-1].value, dialogs[-1].maximum))
                 dialogs[-1].cancel()  # the progress dialog's Cancel button
                 return True
             return False
 
         session.environment.onProcessEvents(waitForASlice)
 
+    progress = []
     startRunAndInterrupt(session, cancelAfterFirstSlice)
+    assert progress and progress[0][0] < progress[0][1], f"cancelled mid-propagation (slices done, total): {progress}"
     assert dialogs[-1].wasCanceled and dialogs[-1].closed
     assert session.segmentationState() == before
     assert "Cancelled" in status(session), status(session)

@@ -296,20 +296,22 @@ class ScriptedEffect:
             return f"{value:.6g}"
         return str(value)
 
-    def setParameter(self, name, value):
-        """AE setParameter -> setCommonParameter("<effect>.<name>", value)."""
+    def _hasParameterSetNode(self):
         if self._parameterSetNode is None:
             self._critical(f"Invalid segment editor parameter set node set to effect {self.name}")
-            return
-        self.setCommonParameter(self._attributeName(name), value)
+        return self._parameterSetNode is not None
+
+    def setParameter(self, name, value):
+        """AE setParameter -> setCommonParameter("<effect>.<name>", value)."""
+        if self._hasParameterSetNode():
+            self.setCommonParameter(self._attributeName(name), value)
 
     def setCommonParameter(self, name, value):
         """AE setCommonParameter: no change -> nothing; else the attribute is set with full Modified
         events disabled and EffectParameterModified is invoked."""
-        node = self._parameterSetNode
-        if node is None:
-            self._critical(f"Invalid segment editor parameter set node set to effect {self.name}")
+        if not self._hasParameterSetNode():
             return
+        node = self._parameterSetNode
         value = self._text(value)
         old = node.GetAttribute(name)
         if (old is None and value == "") or value == old:
@@ -339,10 +341,8 @@ class ScriptedEffect:
 
     def setNodeReference(self, name, node):
         """AE setNodeReference -> setCommonNodeReference("<effect>.<name>", node)."""
-        if self._parameterSetNode is None:
-            self._critical(f"Invalid segment editor parameter set node set to effect {self.name}")
-            return
-        self.setCommonNodeReference(self._attributeName(name), node)
+        if self._hasParameterSetNode():
+            self.setCommonNodeReference(self._attributeName(name), node)
 
     def setCommonNodeReference(self, name, node):
         """AE setCommonNodeReference: no change -> nothing; else SetNodeReferenceID and
@@ -475,22 +475,21 @@ class ScriptedEffect:
     def sliceNode(self, viewWidget):
         return viewWidget.sliceLogic().GetSliceNode() if viewWidget is not None else None
 
-    def addActor2D(self, viewWidget, actor):
-        """AE addActor2D: renderer->AddActor2D (5.12: AddViewProp, same effect) and scheduleRender."""
+    def _changeProps(self, what, viewWidget, actor):
         renderer = self.renderer(viewWidget)
         if renderer is None:
-            self._critical("addActor2D: Failed to get renderer for view widget")
+            self._critical(f"{what}: Failed to get renderer for view widget")
             return
-        renderer.AddViewProp(actor)
+        (renderer.AddViewProp if what.startswith("add") else renderer.RemoveViewProp)(actor)
         self.scheduleRender(viewWidget)
 
+    def addActor2D(self, viewWidget, actor):
+        """AE addActor2D: renderer->AddActor2D (5.12: AddViewProp, same effect) and scheduleRender."""
+        self._changeProps("addActor2D", viewWidget, actor)
+
     def removeActor2D(self, viewWidget, actor):
-        renderer = self.renderer(viewWidget)
-        if renderer is None:
-            self._critical("removeActor2D: Failed to get renderer for view widget")
-            return
-        renderer.RemoveViewProp(actor)
-        self.scheduleRender(viewWidget)
+        """AE removeActor2D: renderer->RemoveActor2D (5.12: RemoveViewProp) and scheduleRender."""
+        self._changeProps("removeActor2D", viewWidget, actor)
 
     addActor3D, removeActor3D = addActor2D, removeActor2D
 

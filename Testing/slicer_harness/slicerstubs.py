@@ -130,8 +130,8 @@ class CheckableNodeComboBox(NodeComboBox):
         return [node for node in self._properties["checked"] if node.GetScene() is not None]
 
 
-class MarkupsPlaceWidget(QWidget):
-    """qSlicerMarkupsPlaceWidget: current markups node, place mode, and its buttons."""
+class MarkupsPlaceWidget(NodeComboBox):
+    """qSlicerMarkupsPlaceWidget: a current markups node (as a node combo box), place mode, buttons."""
 
     ForcePlaceSingleMarkup, ForcePlaceMultipleMarkups = 0, 1
     HidePlaceMultipleMarkupsOption, ShowPlaceMultipleMarkupsOption = 2, 3
@@ -141,18 +141,8 @@ class MarkupsPlaceWidget(QWidget):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._properties["node"] = None
         self._placeButton = QToolButton()
         self._placeButton.checkable = True
-
-    def setMRMLScene(self, scene):
-        self._properties["scene"] = scene
-
-    def setCurrentNode(self, node):
-        self._properties["node"] = node
-
-    def currentNode(self):
-        return self._properties["node"]
 
     def placeButton(self):
         return self._placeButton
