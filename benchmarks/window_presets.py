@@ -121,7 +121,7 @@ def save(data, path):
     tmp.replace(path)
 
 
-def measure(data, summary, only, json_path):
+def measure(data, summary, only, json_path, chosen=None):
     import torch
 
     from MedSAMSegmentLib.intensity import auto_window
@@ -142,6 +142,8 @@ def measure(data, summary, only, json_path):
             image, label = load(case)
             loaded_case = case
         for wname, wl in windows_for(case, modality, data["slicer_auto"][case]):
+            if chosen and wname not in chosen:
+                continue
             window = auto_window(image, modality=modality, window=None if wl is None else (wl[1], wl[0]))
             data["windows"].setdefault(case, {})[wname] = {"window_level": wl, **describe(window)}
             for name, info in group:
@@ -160,21 +162,24 @@ def measure(data, summary, only, json_path):
 
 def table(data, names, windows):
     lines = ["| structure | " + " | ".join(windows) + " |", "|---|" + "---:|" * len(windows)]
-    columns = {w: [] for w in windows}
     for name in names:
         cells = []
         for w in windows:
             value = data["dice"].get(name, {}).get(w, {}).get("dice")
             cells.append("—" if value is None else f"{value:.3f}")
-            if value is not None:
-                columns[w].append(value)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     complete = [n for n in names if all(w in data["dice"].get(n, {}) for w in windows)]
-    means = []
-    for w in windows:
-        values = [data["dice"][n][w]["dice"] for n in complete]
-        means.append(f"**{np.mean(values):.3f}**" if values else "—")
+    means = [f"**{np.mean([data['dice'][n][w]['dice'] for n in complete]):.3f}**" if complete else "—"
+             for w in windows]
     lines.append(f"| **mean ({len(complete)} with every window)** | " + " | ".join(means) + " |")
+    # Paired with the first window (official) on each structure measured with both, so a partial
+    # run still compares like with like; (n) = how many structures.
+    deltas = []
+    for w in windows:
+        scores = [data["dice"].get(n, {}) for n in names]
+        pairs = [(d[w]["dice"], d[windows[0]]["dice"]) for d in scores if w in d and windows[0] in d]
+        deltas.append(f"{np.mean([a - b for a, b in pairs]):+.3f} ({len(pairs)})" if pairs else "—")
+    lines.append(f"| mean Δ vs {windows[0]} (n) | " + " | ".join(deltas) + " |")
     return lines
 
 
@@ -217,6 +222,7 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="measure structures whose name contains this")
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and start again")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the saved results")
+    parser.add_argument("--windows", default="", help="comma-separated window names to measure (default: all)")
     parser.add_argument("--json", type=Path, default=RESULTS / "window_presets.json",
                         help="results file (a second process, e.g. --only mr_, needs its own)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
@@ -243,7 +249,7 @@ def main(argv=None):
         data["slicer_auto"] = slicer_auto_window_levels(CASE_ORDER)
         for case, (w, lv) in data["slicer_auto"].items():
             print(f"Slicer auto W/L {case}: W {w:g} / L {lv:g}", file=sys.stderr)
-        measure(data, summary, args.only, json_path)
+        measure(data, summary, args.only, json_path, [w for w in args.windows.split(",") if w])
         save(data, json_path)
     text = report(data, summary)
     md_path.write_text(text)
