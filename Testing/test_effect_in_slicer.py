@@ -484,3 +484,40 @@ def test_batch_panel_results_are_visible(session_for, predictor):
     assert target.GetDisplayNode() is not None, "the batch panel's result is visible"
     assert target.GetSegmentation().GetSegmentIdBySegmentName("lesion")
     assertNoFailures(session)
+
+
+# -- 6. modifier keys and the ROI prompt -----------------------------------------------------------------------
+def test_shift_drag_adds_a_key_box_and_ctrl_is_left_to_slicer(session_for):
+    session = session_for("aligned")
+    box = tumourBox()
+    drag(session, "Axial", box[:3], box[3:])
+    first = storedBox(session)
+    low, high = labelCorners(2, 6)
+    widget = session.view("Axial")
+    widget.jumpToRas(session.ijkToRasPoint(low))
+    start, end = widget.rasToXy(session.ijkToRasPoint(low)), widget.rasToXy(session.ijkToRasPoint(high))
+    widget.drag(start, end, shift=True)
+    assert storedBox(session) == first, "Shift+drag keeps the first box"
+    added = session.editor.parameterSetNode.GetAttribute("MedSAM.AddBoxes") or ""
+    assert added.startswith("k:") and added.split(",")[2] == "6", added
+    handledBefore = len(session.editor.handledEvents)
+    widget.sendEvent(vtk.vtkCommand.LeftButtonPressEvent, end, control=True)
+    assert session.editor.handledEvents[handledBefore:] == [("Red", "LeftButtonPressEvent", False)]
+    assertNoFailures(session)
+
+
+def test_roi_prompt_from_the_options(session_for):
+    session = session_for("aligned")
+    python = session.effect.self()
+    session.click("ROI")  # onRoiToggled gives the prompt a new ROI node to place
+    roi = python.roiSelector.currentNode()
+    assert roi is not None and session.effect.nodeReference("ROI") is roi
+    assert session.effect.parameter("PromptSource") == "roi"
+    box = np.array(tumourBox())
+    roi.SetCenter(*session.ijkToRasPoint((box[:3] + box[3:]) / 2))
+    roi.SetSize(*((box[3:] - box[:3] + 4) * SPACING * [1, 1, 0.1]))  # one slice thick
+    session.effect.setParameter("Range", "roi")
+    session.click("Preview")
+    assertNoFailures(session)
+    assert python.previewNode() is not None, status(session)
+    assert f"slices {box[2]}-{box[2]}" in status(session), status(session)
