@@ -56,6 +56,11 @@ def build_parser():
         help="index axis to slice along (default: the one closest to the patient's superior-inferior axis)",
     )
     seg.add_argument("--key-slice", type=int, metavar="N", help="slice to start on (default: the box's middle)")
+    seg.add_argument(
+        "--add-box-ijk", nargs=6, type=int, action="append", metavar=("I0", "J0", "K", "I1", "J1", "K"),
+        help="a box on one more key slice, one slice thick along the axis (repeatable): corrects the "
+        "propagation there and from there; the slice range grows to hold it",
+    )
     seg.add_argument("--model", choices=known_models(), default=DEFAULT_MODEL, help="default: %(default)s")
     seg.add_argument("--checkpoint", metavar="PATH", help="model weights file (else the embedded or cached copy)")
     seg.add_argument("--weights-url", metavar="URL", help="download the weights from URL into the user cache")
@@ -230,6 +235,9 @@ def run_segment(args, say):
     box = _index_box(args, image, axis)
     clipped = args.box_ijk is not None and tuple(box) != tuple(args.box_ijk)
     say(f"box (i0 j0 k0 i1 j1 k1): {' '.join(map(str, box))}" + (" (clipped to the image)" if clipped else ""))
+    from .key_boxes import added_boxes_from_index_boxes  # checked here, before the model is loaded
+
+    add_boxes = added_boxes_from_index_boxes(args.add_box_ijk, image.shape, axis, what="--add-box-ijk")
     window = auto_window(image.array, modality=args.modality, window=args.window)
     say(f"intensity: {window.description}")
 
@@ -244,7 +252,7 @@ def run_segment(args, say):
     progress = None if args.quiet else ProgressBar("segmenting")
     result = segment_volume(
         predictor, image.array, window, box, axis=axis, key_slice=args.key_slice,
-        mode=args.propagation, progress=progress,
+        mode=args.propagation, progress=progress, add_boxes=add_boxes,
     )
     for notice in predictor.notices:
         say(f"note: {notice}")

@@ -33,6 +33,7 @@ class SegmentationRequest:
     keySlice: int = None
     mode: str = "default"
     info: dict = field(default_factory=dict)
+    addBoxes: list = field(default_factory=list)  # [(slice, (x0, y0, x1, y1)), ...] added key-slice boxes
 
 
 def _windowSpec(volumeNode, window):
@@ -77,8 +78,12 @@ class MedSAMLogic:
         return self._predictor or shared_predictor(self.settings)
 
     # -- 1. read MRML (main thread) -----------------------------------------------------
-    def prepare(self, volumeNode, roiNode=None, indexBox=None, axis=None, keySlice=None, mode=None, window=None):
-        """Read the nodes into a SegmentationRequest; InputError for anything that cannot run."""
+    def prepare(self, volumeNode, roiNode=None, indexBox=None, axis=None, keySlice=None, mode=None, window=None,
+                addBoxes=None):
+        """Read the nodes into a SegmentationRequest; InputError for anything that cannot run.
+
+        addBoxes: boxes on further key slices (key_boxes.py), each an index box (i0, j0, k0, i1, j1, k1)
+        or a markups ROI node, one slice thick along the axis."""
         volume = mrml_io.volumeArray(volumeNode)
         ijkToWorld = mrml_io.volumeIjkToWorldMatrix(volumeNode)
         if (roiNode is None) == (indexBox is None):
@@ -105,7 +110,26 @@ class MedSAMLogic:
             raise InputError(f"Unknown propagation mode {mode!r}: use one of {', '.join(MODES)}")
         info = {"volume": volumeNode.GetName(), "box": box, "axis": axis, "mode": mode}
         return SegmentationRequest(volume, _windowSpec(volumeNode, window), box, axis,
-                                   None if keySlice is None else int(keySlice), mode, info)
+                                   None if keySlice is None else int(keySlice), mode, info,
+                                   self._addedBoxes(addBoxes, volume.shape, ijkToWorld, axis))
+
+    @staticmethod
+    def _addedBoxes(addBoxes, shape, ijkToWorld, axis):
+        from .key_boxes import added_boxes_from_index_boxes
+
+        boxes = []
+        for n, item in enumerate(addBoxes or ()):
+            if hasattr(item, "IsA"):
+                if not item.IsA("vtkMRMLMarkupsROINode"):
+                    raise InputError(f"addBoxes[{n}] must be an index box or a markups ROI node, "
+                                     f"got {item.GetClassName()}")
+                roiToWorld, roiSize = mrml_io.roiObjectToWorldAndSize(item)
+                try:
+                    item = geometry.roi_index_box(roiToWorld, roiSize, np.linalg.inv(ijkToWorld), shape)
+                except InputError as exc:
+                    raise InputError(f"Added box ROI '{item.GetName()}': {exc}") from None
+            boxes.append(item)
+        return added_boxes_from_index_boxes(boxes, shape, axis, what="added box")
 
     # -- 2. compute (any thread, no MRML) -----------------------------------------------
     def run(self, request, progressCallback=None, cancelCallback=None):
@@ -115,21 +139,23 @@ class MedSAMLogic:
         result = segment_volume(
             self.predictor, request.volume, window, request.box, axis=request.axis,
             key_slice=request.keySlice, mode=request.mode, progress=progressCallback, cancel=cancelCallback,
+            add_boxes=request.addBoxes,
         )
         info = dict(request.info, window=window.description, keySlice=result.key_slice,
+                    keySlices=list(result.key_slices), fromKey=dict(result.from_key),
                     slices=list(result.slices), stopReasons=dict(result.stop_reasons),
                     seconds=time.perf_counter() - start)
         return result.mask, info
 
     # -- chained calls --------------------------------------------------------------------
     def computeMask(self, volumeNode, roiNode=None, indexBox=None, axis=None, keySlice=None, mode=None,
-                    window=None, progressCallback=None, cancelCallback=None):
+                    window=None, progressCallback=None, cancelCallback=None, addBoxes=None):
         """Segment without writing anything (for previews): (mask (K, J, I) uint8, info)."""
-        request = self.prepare(volumeNode, roiNode, indexBox, axis, keySlice, mode, window)
+        request = self.prepare(volumeNode, roiNode, indexBox, axis, keySlice, mode, window, addBoxes)
         return self.run(request, progressCallback, cancelCallback)
 
     def segment(self, volumeNode, roiNode, segmentationNode, segmentName=None, axis=None, keySlice=None,
-                mode=None, window=None, progressCallback=None, cancelCallback=None):
+                mode=None, window=None, progressCallback=None, cancelCallback=None, addBoxes=None):
         """Segment the object in the ROI and write it into the segment named segmentName
         (created if missing); other segments are untouched. Returns the segment ID.
         On cancel (CancelledError) or any error nothing is written."""
@@ -137,7 +163,7 @@ class MedSAMLogic:
             raise InputError("A segmentation node is required")
         # Fail on an unusable segmentation before the slow part, not after it.
         mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode)
-        request = self.prepare(volumeNode, roiNode, None, axis, keySlice, mode, window)
+        request = self.prepare(volumeNode, roiNode, None, axis, keySlice, mode, window, addBoxes)
         mask, _info = self.run(request, progressCallback, cancelCallback)
         return self.writeMaskToSegment(mask, volumeNode, segmentationNode, segmentName or DEFAULT_SEGMENT_NAME)
 

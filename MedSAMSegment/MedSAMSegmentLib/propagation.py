@@ -69,6 +69,13 @@ class PropagationResult:
     slices: list = field(default_factory=list)  # slice index of each decoder call, in call order
     boxes: list = field(default_factory=list)  # prompt box (model coordinates) of each call
     stop_reasons: dict = field(default_factory=dict)  # direction -> why it stopped
+    # Key slices (key_boxes.py): the first box's start slice and the added boxes' slices, sorted;
+    # the box on each (slice pixels); for each written slice, the key slice it was propagated from.
+    key_slices: list = field(default_factory=list)
+    key_boxes: dict = field(default_factory=dict)
+    from_key: dict = field(default_factory=dict)
+    runs: tuple = field(default=(), repr=False)  # re-usable state for segment_volume(previous=...)
+    run_context: tuple = field(default=(), repr=False)
 
 
 class _SliceSource:
@@ -205,11 +212,17 @@ class _Propagator:
 
 
 def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None, mode="default",
-                   progress=None, cancel=None, volume_key=None, rules=DEFAULT_RULES):
+                   progress=None, cancel=None, volume_key=None, rules=DEFAULT_RULES, add_boxes=None,
+                   previous=None):
     """Propagate a box through its slice range along `axis`. See module docstring for modes.
 
     volume: (K, J, I) raw intensities; window: an IntensityWindow; box_ijk inclusive indices.
     volume_key is accepted for API stability; slices are cached by content.
+    add_boxes: [(slice, (x0, y0, x1, y1)), ...] boxes on further key slices (slice pixels, inclusive;
+    slicing.key_slice_box turns a one-slice-thick index box into one); previous: an earlier result
+    for the same volume, window, axis, mode and rules, whose propagations are re-used where they
+    cannot change (adding a box decodes only the slices around it). See key_boxes.py. Without
+    either, one box behaves exactly as it always has.
     """
     if mode not in MODES:
         raise InputError(f"unknown propagation mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -222,6 +235,11 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     elif not first <= int(key_slice) <= last:
         raise InputError(f"key slice {key_slice} is outside the slice range [{first}, {last}]")
     key_slice = int(key_slice)
+    if add_boxes or previous is not None:
+        from .key_boxes import segment_key_boxes
+
+        return segment_key_boxes(predictor, volume, window, box2d, (first, last), key_slice, axis, mode,
+                                 progress, cancel, rules, add_boxes, previous)
     source = _SliceSource(predictor, volume, window, axis)
     hw = get_slice(volume, axis, key_slice).shape
     run = _Propagator(predictor, source, box2d, hw, mode, progress, cancel, last - first + 1, rules)
@@ -236,7 +254,12 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
         mask[slice_index(axis, index)] = m
     if progress is not None and run.done < run.total:
         progress(run.total, run.total)
-    return PropagationResult(mask, axis, key_slice, run.slices, run.boxes, reasons)
+    from .key_boxes import run_context, single_box_runs  # what a later call with previous= re-uses
+
+    return PropagationResult(mask, axis, key_slice, run.slices, run.boxes, reasons, [key_slice],
+                             {key_slice: tuple(box2d)}, {i: key_slice for i in sorted(run.masks)},
+                             single_box_runs(run, source, box2d, key_slice, (first, last), reasons),
+                             run_context(predictor, window, axis, mode, rules, hw))
 
 
 def segment_slice(predictor, volume, window, axis, index, box_xyxy, volume_key=None):

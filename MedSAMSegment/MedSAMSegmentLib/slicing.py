@@ -67,3 +67,28 @@ def validate_box(box_ijk, shape_kji, axis):
             "(at least 2 x 2 needed)"
         )
     return tuple(box)
+
+
+def key_slice_box(box_ijk, shape_kji, axis):
+    """(slice index, (x0, y0, x1, y1)) of a one-slice-thick index box along `axis` (an added key-slice
+    box); InputError when it is more than one slice thick or not inside the volume."""
+    try:
+        raw = [int(round(float(v))) for v in box_ijk]
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"an added box must be 6 finite numbers (i0 j0 k i1 j1 k), got {box_ijk!r}") from None
+    if len(raw) != 6:
+        raise InputError(f"an added box must be 6 numbers (i0 j0 k i1 j1 k), got {len(raw)}")
+    a = _BOX_AXIS[str(axis).lower()]
+    if raw[a] != raw[a + 3]:
+        raise InputError(
+            f"an added box must be one slice thick along {axis}: its {axis} range is {raw[a]}..{raw[a + 3]}"
+        )
+    size_ijk = shape_kji[::-1]
+    for n, name in enumerate("ijk"):
+        if not (0 <= raw[n] <= raw[n + 3] < size_ijk[n]):
+            raise InputError(
+                f"the added box {name} range [{raw[n]}, {raw[n + 3]}] is not inside the volume "
+                f"(valid 0..{size_ijk[n] - 1})"
+            )
+    box2d, (index, _) = split_box(validate_box(raw, shape_kji, axis), axis)
+    return index, box2d

@@ -1,0 +1,179 @@
+"""Key-slice boxes (key_boxes.py): one box unchanged, a second box recovers what one box cannot
+follow, adding a box re-runs only what it can change, bad added boxes are refused before any work.
+
+Real LiteMedSAM (engine_support.shared_predictor); the synthetic volume is 9 slices of 96 x 96, the
+brain tumour 7 slices, so the encoder runs on 16 slices in all and the rest is decoder work.
+"""
+
+import numpy as np
+import pytest
+
+from cli_support import assert_one_line_error, call
+from engine_support import dice, load_case, shared_predictor
+from MedSAMSegmentLib.errors import InputError
+from MedSAMSegmentLib.intensity import auto_window, explicit_window
+from MedSAMSegmentLib.key_boxes import added_boxes_from_index_boxes
+from MedSAMSegmentLib.propagation import MODES, segment_volume
+from MedSAMSegmentLib.slicing import key_slice_box
+
+BRAIN_BOX = (189, 144, 11, 208, 160, 17)  # the reference box of ../shared (summary.json)
+MOVED_AT = 5  # the synthetic disc jumps out of the first box on this slice
+FIRST_BOX = (16, 16, 0, 44, 44, 8)  # around the disc on slices 0..4; key slice 2
+SECOND_BOX_2D = (52, 52, 80, 80)  # around the disc on slices 5..8
+
+
+def moving_disc():
+    """(volume, truth): a bright disc on noise that jumps from (30, 30) to (66, 66) on slice 5."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    volume = rng.normal(40, 8, (9, 96, 96)).astype(np.float32)
+    truth = np.zeros(volume.shape, np.uint8)
+    for k in range(9):
+        cy, cx = (30, 30) if k < MOVED_AT else (66, 66)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2
+        volume[k][disc] += 160
+        truth[k][disc] = 1
+    return volume, truth
+
+
+def same_result(a, b):
+    assert np.array_equal(a.mask, b.mask)
+    assert a.slices == b.slices
+    assert all(np.array_equal(x, y) for x, y in zip(a.boxes, b.boxes))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_box_is_unchanged_bit_for_bit(mode):
+    predictor = shared_predictor()
+    image, _ = load_case("mr_brain1_tumor")
+    window = auto_window(image, modality="MR")
+    one = segment_volume(predictor, image, window, BRAIN_BOX, mode=mode)
+    assert one.key_slices == [14] and set(one.from_key.values()) == {14}
+    # The key-box path with the first box repeated as an added box on its key slice: the same calls.
+    again = segment_volume(predictor, image, window, BRAIN_BOX, mode=mode, add_boxes=[(14, (189, 144, 208, 160))])
+    same_result(one, again)
+    assert again.stop_reasons == {"up from 14": one.stop_reasons["up"], "down from 14": one.stop_reasons["down"]}
+    for empty in ([], None, ()):
+        same_result(one, segment_volume(predictor, image, window, BRAIN_BOX, mode=mode, add_boxes=empty))
+    # Nothing to change: previous= re-uses every slice and calls no decoder.
+    reused = segment_volume(predictor, image, window, BRAIN_BOX, mode=mode, previous=one)
+    assert np.array_equal(reused.mask, one.mask) and reused.slices == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_second_box_recovers_an_object_that_left_the_first_box(mode):
+    predictor = shared_predictor()
+    volume, truth = moving_disc()
+    window = explicit_window(volume, 120, 240)
+    one = segment_volume(predictor, volume, window, FIRST_BOX, key_slice=2, mode=mode)
+    assert dice(one.mask[:MOVED_AT], truth[:MOVED_AT]) > 0.95
+    assert dice(one.mask[MOVED_AT:], truth[MOVED_AT:]) < 0.2  # one box cannot follow the jump
+
+    two = segment_volume(predictor, volume, window, FIRST_BOX, key_slice=2, mode=mode,
+                         add_boxes=[(7, SECOND_BOX_2D)], previous=one)
+    for k in range(9):
+        assert dice(two.mask[k], truth[k]) > 0.95, k
+    assert two.key_slices == [2, 7] and two.key_boxes[7] == SECOND_BOX_2D
+    assert [two.from_key[k] for k in range(9)] == [2] * MOVED_AT + [7] * (9 - MOVED_AT)
+    # Only the new key slice's runs were decoded (slices 3..8); slices 0..2 were re-used.
+    assert two.slices and set(two.slices) <= set(range(3, 9)) and two.slices[0] == 7
+    fresh = segment_volume(predictor, volume, window, FIRST_BOX, key_slice=2, mode=mode, add_boxes=[(7, SECOND_BOX_2D)])
+    assert np.array_equal(fresh.mask, two.mask)
+
+
+def test_added_box_beyond_the_first_box_grows_the_range_to_it():
+    predictor = shared_predictor()
+    volume, truth = moving_disc()
+    window = explicit_window(volume, 120, 240)
+    short = (16, 16, 0, 44, 44, 4)  # the first box ends before the disc moves
+    res = segment_volume(predictor, volume, window, short, add_boxes=[(6, SECOND_BOX_2D)])
+    assert res.key_slices == [2, 6]
+    written = [k for k in range(9) if res.mask[k].any()]
+    assert written == list(range(7))  # the smallest range holding 0..4 and slice 6: slice 7 and 8 untouched
+    assert dice(res.mask[:7], truth[:7]) > 0.95
+
+
+def test_one_slice_thick_index_boxes():
+    shape = (9, 96, 100)  # K, J, I
+    assert key_slice_box((52, 50, 7, 80, 81, 7), shape, "k") == (7, (52, 50, 80, 81))
+    assert key_slice_box((3, 50, 2, 3, 81, 8), shape, "i") == (3, (50, 2, 81, 8))
+    assert key_slice_box((10, 5, 2, 30, 5, 8), shape, "j") == (5, (10, 2, 30, 8))
+    bad = {
+        (52, 50, 6, 80, 81, 7): "one slice thick along k",
+        (52, 50, 9, 80, 81, 9): r"k range \[9, 9\] is not inside the volume \(valid 0..8\)",
+        (52, 50, 7, 100, 81, 7): r"i range \[52, 100\] is not inside",
+        (-1, 50, 7, 80, 81, 7): "i range",
+        (52, 50, 7, 52, 81, 7): "too small",
+        (52, 50, 7, 80, 81): "6 numbers",
+        (52, 50, 7, 80, 81, float("nan")): "finite",
+    }
+    for box, message in bad.items():
+        with pytest.raises(InputError, match=message):
+            key_slice_box(box, shape, "k")
+    with pytest.raises(InputError, match=r"added box 2 \(52 50 6 80 81 7\): .*one slice thick"):
+        added_boxes_from_index_boxes([(52, 50, 7, 80, 81, 7), (52, 50, 6, 80, 81, 7)], shape, "k")
+
+
+def test_bad_added_boxes_are_refused_before_any_model_work():
+    predictor = shared_predictor()
+    volume, _ = moving_disc()
+    window = explicit_window(volume, 120, 240)
+    encoded = predictor.encoded
+    bad = {
+        (9, SECOND_BOX_2D): "slice 9 is outside the volume",
+        (-1, SECOND_BOX_2D): "slice -1 is outside",
+        (7, (52, 52, 52, 80)): "too small or inverted",
+        (7, (100, 100, 120, 120)): "outside the slice",
+        (7, (1, 2, 3)): "4 in-plane numbers",
+        ("seven", SECOND_BOX_2D): r"must be \(slice, \(x0, y0, x1, y1\)\)",
+    }
+    for item, message in bad.items():
+        with pytest.raises(InputError, match=message):
+            segment_volume(predictor, volume, window, FIRST_BOX, add_boxes=[item])
+    assert predictor.encoded == encoded
+
+
+def _write_volume(path, volume):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(path))
+    return path
+
+
+def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
+    from MedSAMSegmentLib.imageio import read_image
+    from MedSAMSegmentLib.markups import write_roi_json
+
+    shared_predictor()  # built before Predictor is patched below (it makes one itself)
+    volume, truth = moving_disc()
+    image = _write_volume(tmp_path / "disc.nrrd", volume)
+    out = tmp_path / "out.nii.gz"
+    first = ["--box-ijk", *FIRST_BOX, "--key-slice", 2, "--window", 120, 240, "--quiet"]
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the added boxes were checked")
+
+    monkeypatch.setattr("MedSAMSegmentLib.predictor.Predictor", no_model)
+    bad = {("52", "52", "6", "80", "80", "7"): "one slice thick along k",
+           ("52", "52", "9", "80", "80", "9"): "not inside the volume",
+           ("52", "52", "7", "99", "80", "7"): "not inside the volume"}
+    for box, message in bad.items():
+        status, _, err = call(capsys, "segment", image, *first, "--add-box-ijk", *box, "-o", out)
+        assert status == 2 and message in err and "--add-box-ijk 1" in err, err
+        assert_one_line_error(err)
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["disc.nrrd"]
+
+    monkeypatch.setattr("MedSAMSegmentLib.predictor.Predictor", lambda *a, **k: shared_predictor())
+    status, _, err = call(capsys, "segment", image, *first, "--add-box-ijk", 52, 52, 7, 80, 80, 7, "-o", out)
+    assert status == 0, err
+    written = read_image(out).array
+    assert dice(written, truth) > 0.95
+    # --roi for the first box, combined with an added box: the same result.
+    roi_to_ras = np.eye(4)
+    roi_to_ras[:3, 3] = (-30, -30, 4)  # identity direction: LPS = IJK, so RAS = (-i, -j, k)
+    write_roi_json(tmp_path / "roi.mrk.json", roi_to_ras, (29.0, 29.0, 9.0), coordinate_system="RAS")
+    roi_out = tmp_path / "roi.nii.gz"
+    status, _, err = call(capsys, "segment", image, "--roi", tmp_path / "roi.mrk.json", "--key-slice", 2,
+                          "--window", 120, 240, "--quiet", "--add-box-ijk", 52, 52, 7, 80, 80, 7, "-o", roi_out)
+    assert status == 0, err
+    assert np.array_equal(read_image(roi_out).array, written)
