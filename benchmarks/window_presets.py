@@ -121,14 +121,14 @@ def save(data, path):
     tmp.replace(path)
 
 
-def measure(data, summary, only, json_path, chosen=None):
+def measure(data, summary, only, json_path, chosen=None, threads=2):
     import torch
 
     from MedSAMSegmentLib.intensity import auto_window
     from MedSAMSegmentLib.predictor import Predictor
     from MedSAMSegmentLib.propagation import segment_volume
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     pred = Predictor(device="cpu", precision="float32", cache_mb=4000)
     results = data.setdefault("dice", {})
     loaded_case = None
@@ -223,6 +223,8 @@ def main(argv=None):
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and start again")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the saved results")
     parser.add_argument("--windows", default="", help="comma-separated window names to measure (default: all)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (1 with several processes on a loaded machine)")
     parser.add_argument("--json", type=Path, default=RESULTS / "window_presets.json",
                         help="results file (a second process, e.g. --only mr_, needs its own)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
@@ -249,7 +251,8 @@ def main(argv=None):
         data["slicer_auto"] = slicer_auto_window_levels(CASE_ORDER)
         for case, (w, lv) in data["slicer_auto"].items():
             print(f"Slicer auto W/L {case}: W {w:g} / L {lv:g}", file=sys.stderr)
-        measure(data, summary, args.only, json_path, [w for w in args.windows.split(",") if w])
+        measure(data, summary, args.only, json_path, [w for w in args.windows.split(",") if w],
+                args.threads)
         save(data, json_path)
     text = report(data, summary)
     md_path.write_text(text)
