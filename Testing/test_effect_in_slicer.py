@@ -125,6 +125,7 @@ def session_for(vtk_messages, predictor):
 def assertNoFailures(session):
     assert session.effect.pythonErrors == [], "\n".join(session.effect.pythonErrors)
     assert session.environment.dialogs.errors == [], session.environment.dialogs.errors
+    assert session.threadViolations == [], "Qt or MRML touched outside the main thread"
 
 
 def status(session):

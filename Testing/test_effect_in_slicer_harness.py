@@ -132,3 +132,22 @@ def test_qt_stubs_emit_what_effects_rely_on():
     spin.setRange(1, 5)
     spin.value = 10
     assert spin.value == 5  # clamped, as QSpinBox does
+
+
+def test_gui_and_mrml_changes_off_the_main_thread_are_recorded(slicer_core):
+    import threading
+
+    from slicer_harness import threadcheck
+
+    with SlicerEnvironment(slicer_core, views=False):
+        label = qtstubs.QLabel()
+        node = slicer_core.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
+        threadcheck.observeOnMainThread(node, (vtk.vtkCommand.ModifiedEvent,), "volume")
+        label.text = "main thread: fine"
+        node.Modified()
+        assert threadcheck.violations == []
+        worker = threading.Thread(target=lambda: (setattr(label, "text", "worker"), node.Modified()), name="worker")
+        worker.start()
+        worker.join()
+        assert [(what, thread) for what, thread, _where in threadcheck.violations] == [
+            ("QLabel.text set", "worker"), ("volume ModifiedEvent", "worker")]

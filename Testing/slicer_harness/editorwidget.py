@@ -8,6 +8,7 @@ editing itself is the real vtkSlicerSegmentEditorLogic of slicer-core (the widge
 import slicer
 import vtk
 
+from . import threadcheck
 from .scriptedeffect import ConfirmedWithoutDialog
 
 # qMRMLSegmentEditorWidget::setupViewObservations: the slice-view interactor events forwarded to
@@ -100,6 +101,7 @@ class SegmentEditorWidget:
     def setActiveEffectByName(self, name):
         """setActiveEffectByName -> setActiveEffect: only sets the node's active effect name; the
         node's Modified event runs updateEffectsSectionFromMRML."""
+        threadcheck.check("segmentEditorWidget.setActiveEffectByName")
         effect = self.effectByName(name)
         if self.parameterSetNode is None:
             return
@@ -184,9 +186,11 @@ class SegmentEditorWidget:
     # -- toolbar -------------------------------------------------------------------------------------------
     def undo(self):
         """undo -> vtkSlicerSegmentEditorLogic::Undo."""
+        threadcheck.check("segmentEditorWidget.undo")
         self.logic.Undo()
 
     def redo(self):
+        threadcheck.check("segmentEditorWidget.redo")
         self.logic.Redo()
 
     def close(self):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import slicer
 
-from . import loading, qtstubs, slicerstubs
+from . import loading, qtstubs, slicerstubs, threadcheck
 from .editorwidget import SegmentEditorWidget
 from .views import LayoutManager, SliceViews
 
@@ -106,6 +106,7 @@ class SlicerEnvironment:
         qtstubs.QTimer.reset()
         qtstubs.QSettings.store = {}
         slicerstubs.EffectFactory._instance = None
+        threadcheck.violations.clear()
         return self
 
     def __exit__(self, *exc):

@@ -19,6 +19,8 @@ import inspect
 import re
 import types
 
+from . import threadcheck
+
 
 class Inert:
     """Anything an effect may touch that the harness does not model: absorbs every use."""
@@ -143,6 +145,7 @@ class QObject(metaclass=_StubClass):
         return True
 
     def emit(self, name, *args):
+        threadcheck.check(f"{type(self).__name__}.{name} emitted")
         if self._blocked:
             return
         for signature, slot in list(self._slots.get(name, [])):
@@ -171,6 +174,7 @@ class QObject(metaclass=_StubClass):
         if name.startswith("_"):
             object.__setattr__(self, name, value)
             return
+        threadcheck.check(f"{type(self).__name__}.{name} set")
         setter = getattr(type(self), "_set_" + name, None)
         if setter is not None:
             setter(self, value)

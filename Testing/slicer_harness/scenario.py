@@ -7,7 +7,9 @@ Segment Editor whose active effect is MedSAM, and helpers to drag a box and clic
 
 import numpy as np
 import slicer
+import vtk
 
+from . import threadcheck
 from .environment import SlicerEnvironment
 
 
@@ -41,12 +43,29 @@ class EffectSession:
             self.editor.setActiveEffectByName("MedSAM")
             self.effect = self.editor.activeEffect
             assert self.effect is not None, "the MedSAM effect is active"
+            self._observeMrmlThreads()
             if self.predictor is not None:
                 injectPredictor(self.effect.self(), self.predictor)
         except BaseException:
             self.environment.__exit__(None, None, None)
             raise
         return self
+
+    def _observeMrmlThreads(self):
+        """MRML changes of the scene and the session's nodes must happen on the main thread."""
+        scene, modified = self.core.scene, vtk.vtkCommand.ModifiedEvent
+        threadcheck.observeOnMainThread(scene, (scene.NodeAddedEvent, scene.NodeRemovedEvent), "scene")
+        threadcheck.observeOnMainThread(self.segmentation, (modified,), "segmentation node")
+        segmentation = self.segmentation.GetSegmentation()
+        threadcheck.observeOnMainThread(segmentation, (segmentation.SegmentModified, segmentation.SegmentAdded,
+                                                       segmentation.SegmentRemoved), "segmentation")
+        threadcheck.observeOnMainThread(self.volume, (modified,), "source volume")
+        threadcheck.observeOnMainThread(self.editor.parameterSetNode, (
+            modified, slicer.vtkMRMLSegmentEditorNode.EffectParameterModified), "segment editor node")
+
+    @property
+    def threadViolations(self):
+        return list(threadcheck.violations)
 
     def __exit__(self, *exc):
         try:

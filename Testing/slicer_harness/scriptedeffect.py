@@ -19,7 +19,7 @@ import traceback
 import slicer
 import vtk
 
-from . import loading
+from . import loading, threadcheck
 from .qtstubs import QFormLayout, QFrame, QLabel, QPoint, QVector3D
 
 # qSlicerSegmentEditorAbstractEffect.h enums (ModificationMode, ConfirmationResult).
@@ -241,6 +241,7 @@ class ScriptedEffect:
 
     def parameter(self, name):
         """AE parameter: "<effect>.<name>" first, then the common "<name>"; missing -> "" and qCritical."""
+        threadcheck.check("scriptedEffect.parameter")
         node = self._parameterSetNode
         if node is None:
             return ""
@@ -277,6 +278,7 @@ class ScriptedEffect:
 
     def nodeReference(self, name):
         """AE nodeReference: "<effect>.<name>" reference first, then the common one."""
+        threadcheck.check("scriptedEffect.nodeReference")
         node = self._parameterSetNode
         if node is None:
             return None
@@ -309,6 +311,7 @@ class ScriptedEffect:
     def setCommonParameter(self, name, value):
         """AE setCommonParameter: no change -> nothing; else the attribute is set with full Modified
         events disabled and EffectParameterModified is invoked."""
+        threadcheck.check("scriptedEffect.setCommonParameter")
         if not self._hasParameterSetNode():
             return
         node = self._parameterSetNode
@@ -347,6 +350,7 @@ class ScriptedEffect:
     def setCommonNodeReference(self, name, node):
         """AE setCommonNodeReference: no change -> nothing; else SetNodeReferenceID and
         EffectParameterModified."""
+        threadcheck.check("scriptedEffect.setCommonNodeReference")
         editorNode = self._parameterSetNode
         if editorNode is None:
             return
@@ -380,6 +384,7 @@ class ScriptedEffect:
     def _modify(self, segmentationNode, segmentId, labelmap, mode, extent, bypassMasking):
         """AE modifySegmentByLabelmap: vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap with
         perSegment() and bypassMasking; nothing without a logic."""
+        threadcheck.check("scriptedEffect._modify")
         if self._logic is None:
             return
         self._logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap,
@@ -388,12 +393,14 @@ class ScriptedEffect:
 
     def saveStateForUndo(self):
         """AE saveStateForUndo emits saveStateForUndoSignal -> qMRMLSegmentEditorWidget::saveStateForUndo."""
+        threadcheck.check("scriptedEffect.saveStateForUndo")
         if self._editor is not None:
             self._editor.saveStateForUndo()
 
     def _updatedVolume(self, which):
         """AE sourceVolumeImageData & co.: updateVolumeSignal -> qMRMLSegmentEditorWidget::updateVolume
         -> vtkSlicerSegmentEditorLogic::UpdateVolume; None when the update failed."""
+        threadcheck.check("scriptedEffect._updatedVolume")
         if self._editor is None:
             return None
         return self._editor.updateVolume(which)
@@ -422,6 +429,7 @@ class ScriptedEffect:
 
     def selectEffect(self, effectName):
         """AE selectEffect emits selectEffectSignal -> qMRMLSegmentEditorWidget::setActiveEffectByName."""
+        threadcheck.check("scriptedEffect.selectEffect")
         if self._editor is not None:
             self._editor.setActiveEffectByName(effectName)
 
@@ -476,6 +484,7 @@ class ScriptedEffect:
         return viewWidget.sliceLogic().GetSliceNode() if viewWidget is not None else None
 
     def _changeProps(self, what, viewWidget, actor):
+        threadcheck.check("scriptedEffect._changeProps")
         renderer = self.renderer(viewWidget)
         if renderer is None:
             self._critical(f"{what}: Failed to get renderer for view widget")
@@ -495,17 +504,20 @@ class ScriptedEffect:
 
     def cursorOff(self, viewWidget):
         """AE cursorOff: remember the view's cursor, show a blank one."""
+        threadcheck.check("scriptedEffect.cursorOff")
         view = self._sliceView(viewWidget)
         if view is not None:
             self._savedCursor = view.cursor
             view.setDefaultViewCursor("blank")
 
     def cursorOn(self, viewWidget):
+        threadcheck.check("scriptedEffect.cursorOn")
         view = self._sliceView(viewWidget)
         if view is not None:
             view.setDefaultViewCursor(self._savedCursor)
 
     def scheduleRender(self, viewWidget):
+        threadcheck.check("scriptedEffect.scheduleRender")
         view = self._sliceView(viewWidget)
         if view is not None:
             view.scheduleRender()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import unittest
 
-from . import qtstubs, scriptedeffect
+from . import qtstubs, scriptedeffect, threadcheck
 from .qtstubs import QObject, QToolButton, QWidget
 
 _log = logging.getLogger("slicer_harness")
@@ -43,6 +43,7 @@ class App(QObject):
         return False
 
     def processEvents(self, *args):
+        threadcheck.check("slicer.app.processEvents")
         self._environment.processEvents()
 
     def settings(self):
@@ -292,22 +293,27 @@ class DialogRecorder:
         self.confirmReply = False  # never consent to installs or downloads in tests
 
     def createProgressDialog(self, parent=None, value=0, maximum=100, labelText="", windowTitle="", **kwargs):
+        threadcheck.check("slicer.util.createProgressDialog")
         dialog = ProgressDialog()
         dialog.value, dialog.maximum, dialog.labelText, dialog.windowTitle = value, maximum, labelText, windowTitle
         self.progressDialogs.append(dialog)
         return dialog
 
     def errorDisplay(self, text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        threadcheck.check("slicer.util.errorDisplay")
         self.errors.append(str(text))
         _log.info("errorDisplay: %s", text)
 
     def warningDisplay(self, text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        threadcheck.check("slicer.util.warningDisplay")
         self.warnings.append(str(text))
 
     def infoDisplay(self, text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        threadcheck.check("slicer.util.infoDisplay")
         self.infos.append(str(text))
 
     def confirm(self, text, windowTitle=None, parent=None, **kwargs):
+        threadcheck.check("slicer.util.confirm")
         self.infos.append(str(text))
         return self.confirmReply
 
