@@ -17,11 +17,11 @@ in both orders 4 of its 14 method-level imports failed -- "8 of 28" in the issue
 so in Slicer no box could be drawn and Preview / Apply failed.
 """
 
+import io
 import json
 import subprocess
 import sys
 import tarfile
-import io
 
 import pytest
 
