@@ -74,7 +74,7 @@ class PreEncoder:
         self._paused = False
         self._thread = None
         self._stop = None  # threading.Event of the running worker
-        self._uninterruptible = False  # the worker is loading the model or computing the window
+        self._uninterruptible = set()  # stop events of workers loading the model or computing a window
         self._partial = None  # (key, BackgroundEncode) of a slice handed over part-way
         # Counters (read them for tests and benchmarks):
         self.encoded = 0  # slices encoded and stored in the cache
@@ -137,7 +137,7 @@ class PreEncoder:
             if stop is not None:
                 stop.set()
             self._cond.notify_all()
-            uninterruptible = self._uninterruptible
+            uninterruptible = stop in self._uninterruptible
         if thread is None or uninterruptible:
             return thread is None or not thread.is_alive()
         thread.join(timeout)
@@ -183,8 +183,9 @@ class PreEncoder:
                 if self._wish is wish:
                     self._wish = None
                 self._cond.notify_all()
-        self._drop_partial()
         with self._cond:
+            if self._stop is stop:  # not a worker stopped during a load, with a successor running
+                self._drop_partial()
             self._cond.notify_all()
 
     def _current(self, wish, stop):
@@ -193,20 +194,20 @@ class PreEncoder:
             self._cond.wait_for(lambda: stop.is_set() or self._wish is not wish or not self._paused)
             return not stop.is_set() and self._wish is wish
 
-    def _uninterruptibly(self, function):
+    def _uninterruptibly(self, function, stop):
         with self._cond:
-            self._uninterruptible = True
+            self._uninterruptible.add(stop)
         try:
             return function()
         finally:
             with self._cond:
-                self._uninterruptible = False
+                self._uninterruptible.discard(stop)
 
     def _fulfil(self, wish, stop):
-        predictor = self._uninterruptibly(self._provider)
+        predictor = self._uninterruptibly(self._provider, stop)
         if not self._current(wish, stop):
             return
-        window = self._uninterruptibly(wish.window) if callable(wish.window) else wish.window
+        window = self._uninterruptibly(wish.window, stop) if callable(wish.window) else wish.window
         if not self._current(wish, stop):
             return
         slices = []
