@@ -25,6 +25,7 @@ class Served:
     drops: int | None = None  # ... this many times (None: every time)
     status: int = 200  # e.g. 404
     hang: bool = False  # accept the request, never answer (timeouts)
+    length: bool = True  # False: no Content-Length, the body ends when the connection closes
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,10 @@ def _handler_for(server: LocalServer):
             if served.ranges:
                 self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size - start))
+            if served.length:
+                self.send_header("Content-Length", str(size - start))
+            else:
+                self.close_connection = True
             self.end_headers()
 
         def _send_body(self, served: Served, start: int):

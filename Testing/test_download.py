@@ -247,3 +247,42 @@ def test_only_http_urls(tmp_path):
 
 def test_download_error_is_a_weights_error():
     assert issubclass(DownloadError, WeightsError)
+
+
+def test_an_endless_body_is_stopped_at_the_cap_and_deleted(server, tmp_path):
+    # No Content-Length and no expected size: only the cap stops a body that never ends.
+    url = server.add("/w.pth", os.urandom(200_000), length=False)
+    dest = tmp_path / "w.pth"
+    with pytest.raises(DownloadError, match="the server sent more than 50000 bytes .*deleted"):
+        download(url, dest, sha256="0" * 64, chunk_size=CHUNK, max_bytes=50_000)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_body_longer_than_the_registry_size_is_stopped(server, data, tmp_path):
+    url = server.add("/w.pth", data, length=False)
+    with pytest.raises(DownloadError, match="more than 1000 bytes"):
+        download(url, tmp_path / "w.pth", sha256=sha(data), expected_size=1000, chunk_size=CHUNK)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["cancel", "ctrl-c"])
+def test_an_interrupted_download_keeps_its_part_only_when_the_server_can_resume(server, data, tmp_path, how):
+    for ranges in (False, True):
+        url = server.add(f"/{ranges}.pth", data, ranges=ranges)
+        dest = tmp_path / f"{ranges}.pth"
+        seen = []
+
+        def stop_after_a_few_chunks(done, total):
+            seen.append(done)
+            if how == "ctrl-c" and len(seen) > 3:
+                raise KeyboardInterrupt
+
+        options = {"progress": stop_after_a_few_chunks}
+        if how == "cancel":
+            options["cancel"] = lambda: len(seen) > 3
+        with pytest.raises(CancelledError if how == "cancel" else KeyboardInterrupt) as info:
+            download(url, dest, sha256=sha(data), chunk_size=CHUNK, **options)
+        assert part_path(dest).exists() == ranges and not dest.exists()
+        if how == "cancel":
+            fate = "is kept to resume later" if ranges else "deleted (the server cannot resume a download)"
+            assert str(info.value).endswith(f"{part_path(dest)} {fate}")

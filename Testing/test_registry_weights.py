@@ -371,6 +371,31 @@ def test_vit_b_cached_file_failing_checksum_says_delete(tmp_path, no_vit_b_env):
     assert resolve_checkpoint("medsam-vit-b", cache_dir=tmp_path) == tmp_path / "medsam_vit_b.pth"
 
 
+def test_vit_b_url_from_the_environment_without_a_checksum_is_refused(tmp_path, no_vit_b_env, monkeypatch):
+    with LocalServer() as server:
+        monkeypatch.setenv("MEDSAM_VIT_B_URL", server.add("/v.pth", os.urandom(1000)))
+        with pytest.raises(WeightsError, match="no checksum for the download of medsam_vit_b.pth .*MEDSAM_VIT_B_SHA256"):
+            resolve_checkpoint("medsam-vit-b", cache_dir=tmp_path)
+        assert server.requests == []  # nothing fetched, nothing published under the trusted name
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_broken_file_in_the_download_cache_names_the_file_to_delete(tmp_path, no_vit_b_env, monkeypatch):
+    monkeypatch.setenv("MEDSAM_SEGMENT_CACHE_DIR", str(tmp_path))
+    cached = tmp_path / "medsam_vit_b.pth"
+    cached.write_bytes(os.urandom(1000))  # e.g. published by an older version without a checksum
+    path = resolve_checkpoint("medsam-vit-b")
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    assert str(info.value).endswith(f"it is in the download cache: delete {cached} to download it again")
+    elsewhere = tmp_path / "mine" / "medsam_vit_b.pth"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(os.urandom(1000))
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(elsewhere)
+    assert "delete" not in str(info.value)  # a user's own file is never called deletable
+
+
 def test_explicit_checkpoint_must_exist(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         resolve_checkpoint("medsam-vit-b", checkpoint=tmp_path / "nope.pth")

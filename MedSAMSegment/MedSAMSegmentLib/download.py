@@ -2,7 +2,10 @@
 
 The file is written to "<dest>.part" and renamed only once its size and checksum are right, so
 the final name either holds a verified file or nothing. An interrupted transfer is resumed with
-an HTTP Range request, within the same call (a few attempts) or by a later call.
+an HTTP Range request, within the same call (a few attempts) or by a later call; the ".part" is
+kept only when the server can resume it (and the error says so), else deleted. The body is capped:
+the expected size when known, else the announced Content-Length, else MAX_DOWNLOAD_BYTES, so an
+endless answer cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ CancelFn = Callable[[], bool]
 _USER_AGENT = f"medsam-segment/{__version__}"
 # Errors that can end a transfer half way; the attempt is retried when it brought new bytes.
 _TRANSIENT = (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, http.client.HTTPException)
+# The most a download without a known size may bring (MedSAM ViT-B is 358 MB; SAM ViT-H 2.6 GB).
+MAX_DOWNLOAD_BYTES = 4 << 30
 
 
 # One download per destination at a time in this process (Slicer may ask from two places at once).
@@ -60,6 +65,7 @@ def download(
     chunk_size: int = 1 << 20,
     *,
     attempts: int = 3,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Download url to dest; return dest. See the module docstring for the guarantees."""
     from .weights import normalise_sha256
@@ -72,7 +78,7 @@ def download(
             return _existing(dest, url, sha256, expected_size)
         _make_folder(dest.parent)
         part = part_path(dest)
-        _transfer(url, part, expected_size, progress, cancel, timeout, chunk_size, attempts)
+        _transfer(url, part, expected_size, progress, cancel, timeout, chunk_size, attempts, max_bytes)
         _verify_part(part, url, sha256, expected_size)
         return _publish(part, dest, url, sha256, expected_size)
 
@@ -119,13 +125,13 @@ def _make_folder(folder: Path) -> None:
         raise DownloadError(f"the download folder {folder} is not writable")
 
 
-def _transfer(url, part, expected_size, progress, cancel, timeout, chunk_size, attempts) -> None:
+def _transfer(url, part, expected_size, progress, cancel, timeout, chunk_size, attempts, max_bytes) -> None:
     """Fill part with the whole body, resuming and retrying while each attempt makes progress."""
     resumable = False
     for attempt in range(1, max(1, attempts) + 1):
         before = _size(part)
         try:
-            _one_attempt(url, part, expected_size, progress, cancel, timeout, chunk_size)
+            _one_attempt(url, part, expected_size, progress, cancel, timeout, chunk_size, max_bytes)
             return
         except _Interrupted as exc:
             resumable |= exc.resumable
@@ -139,13 +145,13 @@ def _give_up(part: Path, resumable: bool, url: str, exc: Exception):
     # A .part is only worth keeping when the server can continue it with a Range request.
     if not resumable:
         _remove(part)
-        raise DownloadError(f"download of {url} failed: {exc}") from exc
+        raise DownloadError(f"download of {url} failed: {exc}; nothing was kept (the server cannot resume)") from exc
     raise DownloadError(
         f"download of {url} failed: {exc}; the partial file {part} is kept and will be resumed next time"
     ) from exc
 
 
-def _one_attempt(url, part, expected_size, progress, cancel, timeout, chunk_size) -> None:
+def _one_attempt(url, part, expected_size, progress, cancel, timeout, chunk_size, max_bytes) -> None:
     """One HTTP request, appended to part when the server continues it (206), else from scratch."""
     _check_cancel(cancel)
     offset = _size(part)
@@ -155,7 +161,17 @@ def _one_attempt(url, part, expected_size, progress, cancel, timeout, chunk_size
     response = _open(url, offset, timeout)
     with response:
         offset, total, resumed = _plan(response, url, part, offset, expected_size)
-        _copy_body(response, url, part, offset, total, progress, cancel, chunk_size, resumed)
+        cap = _cap(expected_size, total, max_bytes)
+        _copy_body(response, url, part, offset, total, progress, cancel, chunk_size, resumed, cap)
+
+
+def _cap(expected_size, total, max_bytes) -> int:
+    """The most bytes the file may reach: the registry's size, else the server's (+1 % margin), else max_bytes."""
+    if expected_size is not None:
+        return expected_size
+    if total is not None:
+        return total + max(total // 100, 1 << 16)
+    return max_bytes
 
 
 def _open(url: str, offset: int, timeout: float):
@@ -199,7 +215,7 @@ def _plan(response, url, part, offset, expected_size):
     return offset, total, status == 206
 
 
-def _copy_body(response, url, part, offset, total, progress, cancel, chunk_size, resumed) -> None:
+def _copy_body(response, url, part, offset, total, progress, cancel, chunk_size, resumed, cap) -> None:
     mode = "ab" if offset > 0 else "wb"
     done = offset
     try:
@@ -207,19 +223,37 @@ def _copy_body(response, url, part, offset, total, progress, cancel, chunk_size,
     except OSError as exc:
         raise DownloadError(f"cannot write into the download folder {part.parent}: {exc.strerror or exc}") from exc
     resumable = resumed or _accepts_ranges(response)
-    with handle:
-        _report(progress, done, total)
-        while True:
-            chunk = _read(response, chunk_size, resumable)
-            if not chunk:
-                break
-            _write(handle, chunk, part)
-            done += len(chunk)
+    try:
+        with handle:
             _report(progress, done, total)
-            if cancel is not None and cancel():
-                raise CancelledError(f"download of {url} cancelled; {part} is kept to resume later")
+            while True:
+                chunk = _read(response, chunk_size, resumable)
+                if not chunk:
+                    break
+                if done + len(chunk) > cap:
+                    raise DownloadError(
+                        f"download of {url} stopped: the server sent more than {cap} bytes "
+                        f"(the most expected); {part} deleted"
+                    )
+                _write(handle, chunk, part)
+                done += len(chunk)
+                _report(progress, done, total)
+                if cancel is not None and cancel():
+                    raise CancelledError(f"download of {url} cancelled; {_part_fate(part, resumable)}")
+    except _Interrupted:
+        raise  # the caller retries or gives up, knowing whether the part can be resumed
+    except BaseException as exc:  # cancel, Ctrl-C, SIGTERM, a full disk, the cap
+        if not resumable or not isinstance(exc, (CancelledError, KeyboardInterrupt)):
+            _remove(part)
+        raise
     if total is not None and done < total:
         raise _Interrupted(f"connection closed after {done} of {total} bytes", resumable)
+
+
+def _part_fate(part: Path, resumable: bool) -> str:
+    if resumable:
+        return f"{part} is kept to resume later"
+    return f"{part} deleted (the server cannot resume a download)"
 
 
 def _read(response, chunk_size: int, resumable: bool) -> bytes:

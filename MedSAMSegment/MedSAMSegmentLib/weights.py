@@ -140,10 +140,14 @@ def verify_checkpoint_file(
 def _stat_file(path: Path) -> os.stat_result:
     try:
         stat = path.stat()
+    except PermissionError:
+        raise WeightsError(f"cannot read checkpoint {path}: permission denied (on a folder above it)") from None
     except OSError:
         raise WeightsError(f"checkpoint file not found: {path}") from None
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise WeightsError(f"cannot read checkpoint {path}: permission denied")
     return stat
 
 
@@ -172,7 +176,8 @@ def resolve_checkpoint(
     if spec.embedded:
         embedded = _embedded_or_none(spec, url, cache_dir)
         if embedded is not None:
-            return verify_checkpoint_file(embedded, spec.sha256, spec.size_bytes)
+            verify_checkpoint_file(embedded, spec.sha256, spec.size_bytes)
+            return verify_checkpoint_file(embedded, sha256)  # a checksum asked for is always applied
     return _cached_or_download(spec, url, sha256, cache_dir, progress, cancel)
 
 
@@ -199,6 +204,13 @@ def _cached_or_download(spec: ModelSpec, url, sha256, cache_dir, progress, cance
     url = url or _env(spec, "URL") or spec.url
     if not url:
         raise WeightsError(_how_to_get(spec, target))
+    if sha256 is None:
+        # An unverified download would sit in the cache under the trusted name, and every later
+        # run would load it: refuse, as --weights-url without --weights-sha256 is refused.
+        raise WeightsError(
+            f"no checksum for the download of {spec.checkpoint_file} from {url}: set {spec.env_prefix}_SHA256 "
+            "(--weights-sha256, or the SHA-256 setting in Slicer); a download is only used if its checksum matches"
+        )
     return download(url, target, sha256=sha256, expected_size=spec.size_bytes, progress=progress, cancel=cancel)
 
 
@@ -251,8 +263,17 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "unusable"
-        raise WeightsError(_load_failure(path, exc)) from None
+        raise WeightsError(_load_failure(path, exc) + _cache_hint(path)) from None
     return _tensors_only(_unwrap(obj), path, torch)
+
+
+def _cache_hint(path: Path) -> str:
+    """For a file in the download cache: which file to delete so that it is downloaded again."""
+    try:
+        cached = path.resolve().parent == default_cache_dir().resolve()
+    except OSError:
+        cached = False
+    return f"; it is in the download cache: delete {path} to download it again" if cached else ""
 
 
 def _load_failure(path: Path, exc: Exception) -> str:
