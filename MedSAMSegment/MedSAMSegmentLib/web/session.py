@@ -1,0 +1,421 @@
+"""One web session: the scene, the views, the MedSAM controller and every action of the page.
+
+All tabs connected to one server share this session (one scene, one segmentation, one undo stack):
+what one tab does, the others see, and a run started in one tab is the run of all of them, so a
+second Preview while it goes is refused with a message, as in Slicer. Every handler runs on the
+server's asyncio loop; the model runs in the controller's worker thread (effect/job.py) and is polled
+from the loop, so views and the page stay live during a propagation.
+"""
+
+import asyncio
+import logging
+import os
+
+import numpy as np
+
+from ..errors import InputError, MedSAMError
+
+VIEWS = (("axial", "axial_view"), ("coronal", "coronal_view"), ("sagittal", "sagittal_view"))
+POLL_SECONDS = 0.05
+DEFAULT_SEGMENT = ("MedSAM", (1.0, 0.85, 0.0))
+
+log = logging.getLogger(__name__)
+
+
+def _hex(color):
+    return "#" + "".join(f"{int(round(max(0.0, min(1.0, c)) * 255)):02x}" for c in color[:3])
+
+
+def _rgb(text):
+    text = text.lstrip("#")
+    return [int(text[i:i + 2], 16) / 255.0 for i in (0, 2, 4)]
+
+
+class WebSession:
+    """The app's server-side state. settings: MedSAMSettings; logicFactory: as the controller's."""
+
+    def __init__(self, server, imagePath, saveTarget, settings, segmentationPath=None, logicFactory=None,
+                 rcaEncoder=None):
+        from trame_slicer.core import SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+        from trame_slicer.views import ViewLayoutDefinition
+        from undo_stack import UndoStack
+
+        from ..effect.controller import MedSAMEffectController
+        from .editor import TrameEditor
+        from .effect import effectClasses
+
+        self.server = server
+        self.state = server.state
+        self.saveTarget = saveTarget
+        self.settings = settings
+        self.app = SlicerApp()
+        register_rca_factories(self.app.view_manager, server, slice_view_ui_f=lambda *_: None,
+                               rca_encoder=rcaEncoder)
+        self.views = {}
+        for key, factory in VIEWS:
+            self.views[key] = self.app.view_manager.create_view(getattr(ViewLayoutDefinition, factory)())
+        self.app.view_manager.set_current_view_ids([v.get_singleton_tag() for v in self.views.values()])
+
+        self.volumeNode = self._loadVolume(imagePath)
+        self.segmentationNode = self._loadSegmentation(segmentationPath)
+        for view in self.views.values():
+            view.set_background_volume_id(self.volumeNode.GetID())
+        self.app.display_manager.reset_views()
+
+        self.segmentationEditor = self.app.segmentation_editor
+        self.undoStack = UndoStack(undo_limit=20)
+        self.segmentationEditor.set_undo_stack(self.undoStack)
+        self.segmentationEditor.set_active_segmentation(self.segmentationNode, self.volumeNode)
+        self.editor = TrameEditor(self.segmentationEditor)
+        self.controller = MedSAMEffectController(self.editor, settingsProvider=lambda: self.settings,
+                                                 logicFactory=logicFactory, onStatus=self._onStatus)
+        self.controller.setDefaults()
+        effectClass, _pipeline = effectClasses()
+        self.effect = self.segmentationEditor.get_effect(effectClass)
+        self.effect.session = self
+        self.segmentationEditor.set_active_effect(self.effect)
+        for signal in self.undoStack.signals():
+            signal.connect(lambda *_: self._refreshUndo())
+        self.lastOutcome = None
+        self.watcher = None  # the asyncio task polling the running job
+        self._initState()
+
+    # -- loading: only the files given on the command line -----------------------------------------
+    def _loadVolume(self, path):
+        """The image read as the command line reads it (imageio), so voxel indices, geometry and the
+        saved file's grid are the command line's (Slicer's archetype reader may reverse an axis)."""
+        import vtk
+        from vtkmodules.util import numpy_support
+
+        from .. import imageio, mrml_io
+
+        image = imageio.read_image(path)
+        depth, rows, columns = image.array.shape
+        imageData = vtk.vtkImageData()
+        imageData.SetDimensions(columns, rows, depth)
+        imageData.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(image.array).ravel(),
+                                                                       deep=True))
+        node = self.app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", os.path.basename(path))
+        node.SetIJKToRASMatrix(mrml_io.toVtkMatrix(image.ijk_to_ras))
+        node.SetAndObserveImageData(imageData)
+        node.CreateDefaultDisplayNodes()
+        display = node.GetScalarVolumeDisplayNode()
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+        display.AutoWindowLevelOn()
+        return node
+
+    def _loadSegmentation(self, path):
+        if path:
+            node = self.app.segmentations_logic.LoadSegmentationFromFile(os.fspath(path), False, "Segmentation")
+            if node is None:
+                raise InputError(f"cannot read the segmentation {path}")
+            node.CreateDefaultDisplayNodes()
+        else:
+            node = self.app.segmentation_editor.create_empty_segmentation_node()
+            node.SetName("Segmentation")
+        node.SetReferenceImageGeometryParameterFromVolumeNode(self.volumeNode)
+        if node.GetSegmentation().GetNumberOfSegments() == 0:
+            name, color = DEFAULT_SEGMENT
+            node.GetSegmentation().AddEmptySegment("", name, color)
+        return node
+
+    # -- page state ------------------------------------------------------------------------------
+    def _initState(self):
+        state = self.state
+        display = self.volumeNode.GetScalarVolumeDisplayNode()
+        state.update({
+            "status": "Draw a box around the object in a slice view", "busy": False, "error": "",
+            "progress": 0, "probe": "", "model_window": "", "saved": "",
+            "mode": self.controller.parameter("Mode"), "range": self.controller.parameter("Range"),
+            "slices_around": int(self.controller.parameter("SlicesAround")),
+            "apply_mode": self.controller.parameter("ApplyMode"),
+            "intensity": self.controller.parameter("Intensity"), "add_box": False, "preview_on_release": True,
+            "window": round(display.GetWindow(), 3), "level": round(display.GetLevel(), 3),
+            "can_save": self.saveTarget.output is not None,
+            "output": self.saveTarget.output or "(start with --output to save)",
+        })
+        for key, view in self.views.items():
+            self._bindSlider(key, view)
+        self._refreshSegments()
+        self._refreshUndo()
+        state.change("mode", "range", "slices_around", "apply_mode", "intensity", "add_box")(self._onParameters)
+        state.change("window", "level")(self._onWindowLevel)
+        state.change("active_segment")(self._onSelectSegment)
+
+    def _bindSlider(self, key, view):
+        """The view's slider, in slice indices of the volume, and its voxel-to-screen mapping
+        (`mapping_<key>`: IJK to the render window's XY pixels, and the window size) for tests and
+        benchmarks that must click on a given voxel."""
+        name = f"slice_{key}"
+
+        def fromView(*_):
+            position, count, index = self._sliceIndex(view)
+            self.state[f"{name}_max"] = count - 1
+            self.state[name] = index
+            sliceNode = view.get_view_node()
+            from .effect import xyToRasArray
+            from .. import mrml_io
+
+            ijkToXy = np.linalg.inv(xyToRasArray(sliceNode)) @ mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
+            width, height = view.render_window().GetSize()
+            self.state[f"mapping_{key}"] = {"ijkToXy": ijkToXy.round(6).tolist(), "width": width, "height": height}
+
+        def toView(**_):
+            value = self.state[name]
+            if value is None:
+                return
+            position, count, index = self._sliceIndex(view)
+            target = int(min(max(int(value), 0), count - 1))
+            if target != index:
+                self._setSliceIndex(view, position, target)
+
+        view.modified.connect(lambda *_: fromView())
+        fromView()
+        self.state.change(name)(toView)
+
+    def _sliceIndex(self, view):
+        """(index axis position, slice count, current index) of a slice view on the volume."""
+        from .. import geometry, mrml_io
+        from .effect import matrixArray
+        from ..effect.prompts import AXIS_POSITION
+
+        sliceToRas = matrixArray(view.get_view_node().GetSliceToRAS())
+        ijkToRas = mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
+        position = AXIS_POSITION[geometry.closest_index_axis(ijkToRas, sliceToRas[:3, 2])]
+        count = mrml_io.volumeArray(self.volumeNode).shape[2 - position]
+        ijk = np.linalg.inv(ijkToRas) @ np.r_[sliceToRas[:3, 3], 1.0]
+        return position, count, int(np.rint(ijk[position]))
+
+    def _setSliceIndex(self, view, position, index):
+        from .. import mrml_io
+        from .effect import matrixArray
+
+        sliceToRas = matrixArray(view.get_view_node().GetSliceToRAS())
+        ijkToRas = mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
+        ijk = np.linalg.inv(ijkToRas) @ np.r_[sliceToRas[:3, 3], 1.0]
+        ijk[position] = index
+        ras = (ijkToRas @ ijk)[:3]
+        normal = sliceToRas[:3, 2] / np.linalg.norm(sliceToRas[:3, 2])
+        view.set_slice_value(float(normal @ ras))  # the slice offset: distance of the plane along its normal
+
+    def _onStatus(self, text):
+        self.state.status = text
+
+    def report(self, text):
+        """A message for the page (refusals, errors): shown in the status line and the error line."""
+        self.state.status = text
+        self.state.error = text
+
+    def _refreshSegments(self):
+        segmentation = self.segmentationNode.GetSegmentation()
+        items = []
+        for index in range(segmentation.GetNumberOfSegments()):
+            segmentId = segmentation.GetNthSegmentID(index)
+            segment = segmentation.GetSegment(segmentId)
+            items.append({"id": segmentId, "name": segment.GetName(), "color": _hex(segment.GetColor())})
+        self.state.segments = items
+        active = self.segmentationEditor.active_segment_id
+        self.state.active_segment = active
+        current = next((s for s in items if s["id"] == active), None)
+        self.state.segment_name = current["name"] if current else ""
+        self.state.segment_color = current["color"] if current else "#ffffff"
+
+    def _refreshUndo(self):
+        self.state.can_undo = bool(self.undoStack.can_undo())
+        self.state.can_redo = bool(self.undoStack.can_redo())
+
+    def renderAll(self):
+        for view in self.views.values():
+            view.schedule_render()
+
+    # -- handlers of the page ----------------------------------------------------------------------
+    def guarded(self, handler):
+        """A page handler whose failures show as text in the page (never a dead page)."""
+
+        def run(*args, **kwargs):
+            try:
+                self.state.error = ""
+                return handler(*args, **kwargs)
+            except MedSAMError as exc:
+                self.report(str(exc))
+            except Exception as exc:  # a bug: still a message, and the log has the traceback
+                log.exception("web handler failed")
+                self.report(f"Unexpected {type(exc).__name__}: {exc}")
+            return None
+
+        return run
+
+    def _onParameters(self, **_):
+        state = self.state
+        for name, value in (("Mode", state.mode), ("Range", state.range), ("SlicesAround", state.slices_around),
+                            ("ApplyMode", state.apply_mode), ("Intensity", state.intensity),
+                            ("AddBox", "1" if state.add_box else "0")):
+            if value is not None:
+                self.editor.setParameter(name, str(int(value)) if name == "SlicesAround" else value)
+        self.controller.dropStalePreview()
+        self.renderAll()
+
+    def _onWindowLevel(self, **_):
+        display = self.volumeNode.GetScalarVolumeDisplayNode()
+        try:
+            window, level = float(self.state.window), float(self.state.level)
+        except (TypeError, ValueError):
+            return
+        if window > 0 and (abs(display.GetWindow() - window) > 1e-6 or abs(display.GetLevel() - level) > 1e-6):
+            display.AutoWindowLevelOff()
+            display.SetWindowLevel(window, level)
+            self.controller.dropStalePreview()  # the "view" intensity rule follows the display W/L
+            self.renderAll()
+
+    def _onSelectSegment(self, active_segment=None, **_):
+        if active_segment and active_segment != self.segmentationEditor.active_segment_id:
+            self.segmentationEditor.set_active_segment_id(active_segment)
+            self.controller.dropStalePreview()
+            self._refreshSegments()
+
+    def addSegment(self):
+        count = self.segmentationNode.GetSegmentation().GetNumberOfSegments()
+        colors = [(0.2, 0.8, 0.3), (0.3, 0.5, 1.0), (1.0, 0.4, 0.7), (0.9, 0.5, 0.1)]
+        self.segmentationEditor.add_empty_segment(segment_name=f"Segment {count + 1}",
+                                                  segment_color=list(colors[count % len(colors)]))
+        self.controller.dropStalePreview()
+        self._refreshSegments()
+
+    def renameSegment(self, name):
+        self._setProperty(name=str(name).strip() or None)
+
+    def recolorSegment(self, color):
+        self._setProperty(color=_rgb(color) if color else None)
+
+    def _setProperty(self, name=None, color=None):
+        segmentId = self.segmentationEditor.active_segment_id
+        properties = self.segmentationEditor.get_segment_properties(segmentId)
+        if properties is None:
+            raise InputError("Select a segment first")
+        if name:
+            properties.name = name
+        if color:
+            properties.color = color
+        self.segmentationEditor.set_segment_properties(segmentId, properties)
+        self._refreshSegments()
+        self.renderAll()
+
+    def probe(self, xyToRas, xy):
+        ras = xyToRas @ np.array([xy[0], xy[1], 0.0, 1.0])
+        from .. import mrml_io
+
+        rasToIjk = np.linalg.inv(mrml_io.volumeIjkToWorldMatrix(self.volumeNode))
+        ijk = np.rint((rasToIjk @ ras)[:3]).astype(int)
+        volume = mrml_io.volumeArray(self.volumeNode)
+        i, j, k = (int(v) for v in ijk)
+        if 0 <= k < volume.shape[0] and 0 <= j < volume.shape[1] and 0 <= i < volume.shape[2]:
+            text = f"{i} {j} {k}  {float(volume[k, j, i]):g}"
+        else:
+            text = ""
+        if text != self.state.probe:
+            self.state.probe = text
+            self.state.flush()
+
+    def viewChanged(self, pipeline):
+        dimensions = pipeline.sliceNode().GetDimensions()
+        from .effect import xyToRasArray
+
+        try:  # pre-encode the slice in view; never let it disturb the view
+            self.controller.viewChanged(xyToRasArray(pipeline.sliceNode()), (dimensions[0] / 2.0, dimensions[1] / 2.0))
+        except Exception as exc:
+            log.debug("MedSAM pre-encoding skipped: %s", exc)
+
+    def boxDrawn(self, prompt, added):
+        self.state.flush()
+        if not added and self.state.preview_on_release and self.controller.parameter("Mode") == "slice":
+            self.run("preview")  # one slice is quick: show it at once, as the key-slice preview
+
+    # -- runs ------------------------------------------------------------------------------------
+    def run(self, action):
+        """Preview or Apply: start the model in the worker thread and watch it from the loop."""
+        if self.controller.busy:
+            self.report("MedSAM is already running: wait for it or press Cancel")
+            return None
+        job = self.controller.startRun(action)
+        if job is None:  # Apply of an up-to-date preview: no model work
+            self._finish(None)
+            return None
+        self.state.busy = True
+        self.state.progress = 0
+        self.state.flush()
+        from trame_server.utils.asynchronous import create_task
+
+        # Kept, not returned: a page handler that returns an awaitable holds the page's next
+        # clicks (Cancel!) until it completes.
+        self.watcher = create_task(self._watch(job))
+        return None
+
+    async def _watch(self, job):
+        while not job.wait(0) and not job.cancelled:  # a cancelled job is let go at once (job.py)
+            done, total = job.progress
+            with self.state:
+                self.state.progress = int(100 * done / total) if total else 0
+            await asyncio.sleep(POLL_SECONDS)
+        with self.state:
+            self._finish(job)
+
+    def _finish(self, job):
+        try:
+            with self.editor.undoStep("MedSAM"):
+                outcome = self.controller.finishRun(job)
+            self.lastOutcome = outcome
+            if job is None and outcome.state == "applied":
+                self.state.status = "Applied the preview (Undo reverts it)"
+            if outcome.info and outcome.info.get("window"):
+                self.state.model_window = str(outcome.info["window"])
+            if outcome.state == "discarded":
+                self.effect.clearBoxes()
+        except MedSAMError as exc:
+            self.report(str(exc))
+        except Exception as exc:
+            log.exception("MedSAM run failed")
+            self.report(f"MedSAM failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.state.busy = False
+            self.state.progress = 0
+            self._refreshUndo()
+            self.renderAll()
+
+    def cancel(self):
+        busy = self.controller.busy
+        self.controller.cancel()
+        if not busy:
+            self.effect.clearBoxes()
+        self.renderAll()
+
+    def undo(self):
+        if self.controller.busy:
+            raise InputError("Wait for MedSAM or cancel it before Undo")
+        self.controller.removePreview()
+        self.editor.undo()
+        self._refreshSegments()
+        self.renderAll()
+
+    def redo(self):
+        if self.controller.busy:
+            raise InputError("Wait for MedSAM or cancel it before Redo")
+        self.editor.redo()
+        self._refreshSegments()
+        self.renderAll()
+
+    def save(self):
+        path = self.saveTarget.write(self.segmentationNode)
+        self.state.saved = path
+        self.state.status = f"Saved {path}"
+        return path
+
+    def shutdown(self):
+        """Stop the model work (a run, pre-encoding); the views stay until close()."""
+        self.controller.deactivate()
+
+    def close(self):
+        """Release the views' render windows on the thread that drew them (their GL contexts)."""
+        for view in self.views.values():
+            view.finalize()
+        self.views.clear()
