@@ -28,8 +28,9 @@ import SimpleITK as sitk
 from engine_support import dice, shared_predictor
 from helpers_http import LocalServer
 from cli_support import assert_one_line_error, call
-from MedSAMSegmentLib import geometry
-from MedSAMSegmentLib.errors import InputError
+from MedSAMSegmentLib import geometry, imageio, overlay
+from MedSAMSegmentLib.demo import OVERLAY_NAME, SEGMENTATION_NAME
+from MedSAMSegmentLib.errors import InputError, OutputError
 from MedSAMSegmentLib.imageio import read_image
 from MedSAMSegmentLib.intensity import auto_window, explicit_window
 from MedSAMSegmentLib.markups import write_roi_json
@@ -218,8 +219,9 @@ def test_a_label_map_file_is_segmented_as_a_grey_image(tmp_path, reference_mask)
 @pytest.mark.parametrize("dtype", [np.uint8, np.bool_], ids=["uint8", "bool"])
 def test_a_binary_label_map_needs_an_explicit_window(dtype, reference_mask):
     binary = lesion_volume(dtype, background=0, lesion=1, shape=(3, 64, 64))
-    with pytest.raises(InputError, match=r"the intensity window \[1, 1\] does not overlap the image range \[0, 1\]: "
-                                         "every voxel would be the same grey"):
+    with pytest.raises(InputError, match=r"MR percentiles 0.5-99.5 of voxels > 0 has no width on this image \(it spans "
+                                         r"\[1, 1\], the image \[0, 1\]\): the image is binary, a label map or nearly "
+                                         "constant"):
         auto_window(binary)
     window = explicit_window(binary, 0.5, 1.0)  # e.g. --window 0.5 1
     pred = shared_predictor()
@@ -411,7 +413,8 @@ UNPRIVILEGED = textwrap.dedent(
     import json, os, sys
     import numpy as np, SimpleITK
     import http.client, urllib.request, email.parser, hashlib, secrets, contextlib
-    from MedSAMSegmentLib import cli, download, errors, imageio, registry, weights
+    from MedSAMSegmentLib import cli, download, errors, imageio, markups, registry, weights
+    cli.build_parser()  # imports what the sub-commands need while the library can still be read
     if os.geteuid() == 0:  # drop root for good: permissions bind only on other users
         os.setgroups([])
         os.setgid(65534)
@@ -501,3 +504,296 @@ def test_no_write_permission_in_the_output_folder_is_refused_everywhere(read_onl
     assert report == {"labelmap": ["OutputError", reason], "seg.nrrd": ["OutputError", reason], "cli": 2}
     assert stderr == f"medsam-segment: error: {reason}\n"  # the CLI refuses before reading or running anything
     assert os.listdir(read_only_folder) == []
+
+
+# -- hostile command lines: checked before any model work ---------------------------------------------
+# Several tests pass a checkpoint that does not exist: a refusal with status 2 then proves the check
+# ran before the weights were loaded (loading them would fail with status 1).
+
+ONE_SLICE_BOX = (16, 18, 1, 47, 45, 1)
+
+
+@pytest.fixture
+def lesion_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    return save(lesion_volume(), tmp_path / "in" / "x.nrrd")
+
+
+def refused(capsys, *args, status=2):
+    """Run the CLI, expect one error line and that status; return the error line."""
+    code, _, err = call(capsys, *args)
+    assert code == status, err
+    assert_one_line_error(err)
+    return err
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hard-link"])
+def test_the_output_is_never_the_input_even_with_overwrite(tmp_path, capsys, lesion_file, spelling):
+    before = Path(lesion_file).read_bytes()
+    output = {
+        "same": lesion_file,
+        "dotted": str(tmp_path / "in" / ".." / "in" / "." / "x.nrrd"),
+        "symlink": str(tmp_path / "out" / "link.nrrd"),
+        "hard-link": str(tmp_path / "out" / "hard.nrrd"),
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(lesion_file, output)
+    if spelling == "hard-link":
+        os.link(lesion_file, output)
+    err = refused(capsys, "segment", lesion_file, "--box-ijk", *ONE_SLICE_BOX, "-o", output, "--overwrite",
+                  "--checkpoint", tmp_path / "none.pth")
+    assert f"output {output} is the input {lesion_file}" in err and "never an input" in err
+    assert Path(lesion_file).read_bytes() == before
+
+
+def test_same_file_tells_links_from_other_files(tmp_path):
+    a, b = tmp_path / "a.nrrd", tmp_path / "b.nrrd"
+    a.write_bytes(b"a")
+    b.write_bytes(b"a")
+    os.link(a, tmp_path / "hard.nrrd")
+    assert imageio.same_file(a, tmp_path / "hard.nrrd") and imageio.same_file(a, tmp_path / "." / "a.nrrd")
+    assert not imageio.same_file(a, b) and not imageio.same_file(a, tmp_path / "missing.nrrd")
+    imageio.check_not_an_input(b, [a, None])
+    with pytest.raises(OutputError, match="is the input"):
+        imageio.check_not_an_input(tmp_path / "hard.nrrd", [b, a])
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        (("1e6", "10"), r"window 1e\+06/10 \(\[999995, 1e\+06\]\) lies wholly above the image's range \[20, 90\]"),
+        (("-1000000", "10"), r"lies wholly below the image's range \[20, 90\]"),
+        (("1.7e308", "1.7e308"), r"window 1.7e\+308/1.7e\+308 reaches beyond the largest float"),
+        (("100", "1e-300"), r"window width 1e-300 is too small for level 100: the window collapses to one value"),
+    ],
+    ids=["above", "below", "beyond-float", "tiny-width"],
+)
+def test_an_explicit_window_without_contrast_is_refused_with_a_hint(tmp_path, capsys, lesion_file, window, message):
+    err = refused(capsys, "segment", lesion_file, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / "m.nrrd",
+                  "--window", *window, "--checkpoint", tmp_path / "none.pth")
+    assert re.search(message, err), err
+    assert err.endswith("(--window LEVEL WIDTH, or --modality CT|MR)\n")
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("kind", ["binary", "nearly-constant"])
+def test_images_the_automatic_window_cannot_show_get_an_honest_message(tmp_path, capsys, kind):
+    if kind == "binary":
+        volume = lesion_volume(np.uint8, background=0, lesion=1)
+    else:  # one voxel in 8192 differs: the 0.5-99.5 percentiles are equal
+        volume = np.full((2, 64, 64), 500, np.int16)
+        volume[0, 0, 0] = 501
+    path = save(volume, tmp_path / "in.nrrd")
+    (tmp_path / "out").mkdir()
+    err = refused(capsys, "segment", path, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / "m.nrrd",
+                  "--checkpoint", tmp_path / "none.pth")
+    assert "has no width on this image" in err and "binary, a label map or nearly constant" in err
+    assert "does not overlap" not in err and "(--window LEVEL WIDTH, or --modality CT|MR)" in err
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--color", "nan", "0", "0", "--checkpoint", "{tmp}/none.pth"], "--color nan 0 0: channels must be 0-1 or 0-255"),
+        (["--weights-url", "https://example.org/w.pth", "--weights-sha256", "0" * 64],
+         "--weights-url: the litemedsam weights are embedded, nothing is downloaded; pass --checkpoint PATH"),
+        (["--model", "medsam-vit-b", "--weights-url", "https://example.org/w.pth", "--weights-sha256", "0" * 64,
+          "--checkpoint", "{tmp}/none.pth"], "--weights-url and --checkpoint exclude each other"),
+        (["-o", "{tmp}/out/" + "m" * 300 + ".nrrd", "--checkpoint", "{tmp}/none.pth"],
+         "is 305 bytes long; this file system allows at most 255"),
+    ],
+    ids=["colour-nan", "url-with-embedded-model", "url-with-checkpoint", "name-too-long"],
+)
+def test_options_that_would_fail_late_or_be_ignored_are_refused_first(tmp_path, capsys, lesion_file, extra, message):
+    args = ["segment", lesion_file, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / "m.seg.nrrd", "-q"]
+    err = refused(capsys, *args, *[a.format(tmp=tmp_path) for a in extra])
+    assert message in err
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_checksum_given_with_the_embedded_weights_is_applied(tmp_path, capsys, lesion_file):
+    err = refused(capsys, "segment", lesion_file, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / "m.nrrd",
+                  "--weights-sha256", "0" * 64, "--device", "cpu", status=1)
+    assert "lite_medsam.pth failed its checksum" in err and f"expected {'0' * 64}" in err
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_long_output_name_that_fits_is_written(tmp_path, capsys, lesion_file):
+    name = "m" * (250 - len(".nii.gz")) + ".nii.gz"  # 250 bytes: the old temporary name had 266
+    status, _, err = call(capsys, "segment", lesion_file, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / name,
+                          "-q", "--device", "cpu")
+    assert status == 0, err
+    assert os.listdir(tmp_path / "out") == [name]
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / name)))[1].any()
+
+
+def test_a_deeply_nested_roi_file_is_an_input_error(tmp_path, capsys, lesion_file):
+    roi = tmp_path / "deep.mrk.json"
+    roi.write_text('{"markups": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    err = refused(capsys, "segment", lesion_file, "--roi", roi, "-o", tmp_path / "out" / "m.nrrd")
+    assert err.endswith(f"cannot read {roi} as a markups JSON file: it is nested too deeply\n")
+
+
+@pytest.mark.parametrize("size", [1e300, 1.7e308])
+def test_a_huge_roi_is_clipped_to_the_volume_without_warnings(tmp_path, capsys, lesion_file, size):
+    image = read_image(lesion_file)
+    roi_to_ras = np.eye(4)
+    roi_to_ras[:3, 3] = (image.ijk_to_ras @ np.array([5.0, 5.0, 0.0, 1.0]))[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        box = geometry.roi_index_box(roi_to_ras, (size,) * 3, image.ras_to_ijk, image.shape)
+    assert box == (0, 0, 0, 63, 63, 1)
+    write_roi_json(tmp_path / "huge.mrk.json", roi_to_ras, (size,) * 3)
+    status, out, err = call(capsys, "segment", lesion_file, "--roi", tmp_path / "huge.mrk.json",
+                            "-o", tmp_path / "out" / "m.nrrd", "--checkpoint", tmp_path / "none.pth")
+    assert status == 1 and "none.pth" in err and "Warning" not in err  # it got as far as the weights
+    assert "box (i0 j0 k0 i1 j1 k1): 0 0 0 63 63 1" in out
+
+
+def test_a_dicom_folder_any_folder_or_a_pipe_as_the_image_says_what_it_is(tmp_path, capsys):
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    for n in range(3):  # the DICOM preamble: 128 bytes, then "DICM"
+        (dicom / f"IM{n:04d}").write_bytes(bytes(128) + b"DICM" + bytes(64))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "out").mkdir()
+    cases = [(dicom, "is a folder of DICOM files: DICOM series are not supported yet"),
+             (tmp_path / "empty", "is a folder: give the image file itself")]
+    if hasattr(os, "mkfifo"):  # opening a pipe nobody writes would wait forever
+        os.mkfifo(tmp_path / "pipe")
+        cases.append((tmp_path / "pipe", "is not a regular file"))
+    for folder, message in cases:
+        err = refused(capsys, "segment", folder, "--box-ijk", *ONE_SLICE_BOX, "-o", tmp_path / "out" / "m.nrrd")
+        assert f"{folder} {message}" in err
+    assert os.listdir(tmp_path / "out") == []
+
+
+# -- the demo replaces only its own files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [SEGMENTATION_NAME, OVERLAY_NAME])
+def test_the_demo_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"my own work")
+    err = refused(capsys, "demo", "--output-dir", tmp_path, "-q")
+    assert f"{tmp_path / name} exists and was not written by the demo" in err and "--output-dir" in err
+    assert (tmp_path / name).read_bytes() == b"my own work" and os.listdir(tmp_path) == [name]
+
+
+def test_the_demo_marks_its_files_and_may_replace_them(tmp_path, capsys):
+    from MedSAMSegmentLib.demo import MARK_KEY, MARK_VALUE, check_output_dir
+
+    image = read_image(save(lesion_volume(), tmp_path / "in.nrrd"))
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    seg, png = folder / SEGMENTATION_NAME, folder / OVERLAY_NAME
+    imageio.write_seg_nrrd(seg, lesion_volume(np.uint8, 0, 1), image, "T", (1, 0, 0), fields={MARK_KEY: MARK_VALUE})
+    overlay.write_png(png, np.zeros((8, 8, 3), np.uint8), text={MARK_KEY: MARK_VALUE})
+    assert imageio.nrrd_header_field(seg, MARK_KEY) == MARK_VALUE and overlay.read_png_text(png) == {MARK_KEY: MARK_VALUE}
+    assert sitk.ReadImage(str(png)).GetSize() == (8, 8) and sitk.ReadImage(str(seg)).GetSize() == (64, 64, 2)
+    assert check_output_dir(str(folder)) == [str(seg), str(png)]  # marked: the demo may replace them
+    err = refused(capsys, "demo", "--output-dir", tmp_path / "in.nrrd")  # a file, not a folder: 2 as in segment
+    assert "is not a folder" in err
+
+
+# -- the MRML API: inside-out ROIs, missing nodes, labelmap volumes ------------------------------------------
+
+
+def test_an_inside_out_roi_is_refused_by_the_cli_and_the_api_alike(tmp_path, capsys, lesion_file, slicer_core):
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+
+    roi_to_ras = np.eye(4)
+    write_roi_json(tmp_path / "roi.mrk.json", roi_to_ras, (20.0, 20.0, 2.0))
+    document = json.loads((tmp_path / "roi.mrk.json").read_text())
+    document["markups"][0]["insideOut"] = True
+    (tmp_path / "roi.mrk.json").write_text(json.dumps(document))
+    err = refused(capsys, "segment", lesion_file, "--roi", tmp_path / "roi.mrk.json", "-o", tmp_path / "out" / "m.nrrd")
+    assert err.endswith(f"{tmp_path / 'roi.mrk.json'}: {geometry.INSIDE_OUT_ROI}\n")
+
+    volume = slicer_core.addVolume(lesion_volume(), np.eye(4), "lesion")
+    roi = slicer_core.addRoi((30.0, 30.0, 0.5), (20.0, 20.0, 2.0), name="Box")
+    roi.SetInsideOut(True)
+    with pytest.raises(InputError) as refusal:
+        MedSAMLogic(predictor=shared_predictor()).prepare(volume, roi)
+    assert str(refusal.value) == f"ROI 'Box': {geometry.INSIDE_OUT_ROI}"
+
+
+def test_every_public_logic_call_names_a_missing_node(tmp_path, slicer_core):
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+
+    logic = MedSAMLogic(predictor=shared_predictor())
+    volume = slicer_core.addVolume(lesion_volume(), np.eye(4), "lesion")
+    roi = slicer_core.addRoi((30.0, 30.0, 0.5), (20.0, 20.0, 2.0))
+    segmentation = slicer_core.addSegmentation()
+    mask = np.zeros((2, 64, 64), np.uint8)
+    encoded = logic.predictor.encoded
+    for call_with_none, argument in [
+        (lambda: logic.segment(None, roi, segmentation, "T"), "volumeNode"),
+        (lambda: logic.segment(volume, None, segmentation, "T"), "roiNode"),
+        (lambda: logic.segment(volume, roi, None, "T"), "segmentationNode"),
+        (lambda: logic.prepare(None, roi), "volumeNode"),
+        (lambda: logic.computeMask(None, roi), "volumeNode"),
+        (lambda: logic.segmentSlice(None, "k", 0, (16, 18, 47, 45)), "volumeNode"),
+        (lambda: logic.segmentSlice(volume, "k", 0, None), "box"),
+        (lambda: logic.writeMaskToSegment(mask, None, segmentation), "volumeNode"),
+        (lambda: logic.writeMaskToSegment(mask, volume, None), "segmentationNode"),
+        (lambda: logic.applyWithEditorLogic(None, mask, volume), "editorLogic"),
+        (lambda: logic.saveSegmentation(None, tmp_path / "s.seg.nrrd"), "segmentationNode"),
+    ]:
+        with pytest.raises(InputError, match=f"^{argument} must be .*, got None$"):
+            call_with_none()
+    assert logic.predictor.encoded == encoded and segmentation.GetSegmentation().GetNumberOfSegments() == 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_binary_labelmap_volume_node_says_it_is_a_labelmap(slicer_core):
+    import slicer
+    import slicercore
+
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+
+    with slicer_core.installed():
+        labels = slicer.util.addVolumeFromArray(lesion_volume(np.uint8, 0, 1), slicercore.toVtkMatrix(np.eye(4)),
+                                                name="Labels", nodeClassName="vtkMRMLLabelMapVolumeNode")
+    roi = slicer_core.addRoi((31.5, 31.5, 0.5), (40.0, 40.0, 2.0))
+    logic = MedSAMLogic(predictor=shared_predictor())
+    with pytest.raises(InputError) as refusal:
+        logic.computeMask(labels, roi)
+    message = str(refusal.value)
+    assert message.startswith("Volume 'Labels' is a labelmap (segment labels, not intensities): ")
+    assert "has no width on this image" in message and "segment the grey-level volume" in message
+
+
+# -- files this user may not read ----------------------------------------------------------------------
+
+
+def test_an_unreadable_input_says_permission_denied(read_only_folder):
+    base = Path(read_only_folder).parent
+    image = save(lesion_volume(), base / "locked.nrrd")
+    os.chmod(image, 0o000)
+    hidden = base / "private"
+    hidden.mkdir()
+    os.chmod(hidden, 0o700)  # root's: the child user may not look inside
+    inner = save(lesion_volume(), hidden / "x.nrrd")
+    (base / "roi.mrk.json").write_text("{}")
+    os.chmod(base / "roi.mrk.json", 0o000)
+    report, _ = run_unprivileged(
+        """
+        found = {}
+        for name, read in [("image", lambda: imageio.read_image(sys.argv[2])),
+                           ("hidden", lambda: imageio.read_image(sys.argv[3])),
+                           ("roi", lambda: markups.read_roi_json(sys.argv[4]))]:
+            try:
+                read()
+            except errors.InputError as exc:
+                found[name] = str(exc)
+        print(json.dumps(found))
+        """,
+        read_only_folder, image, inner, base / "roi.mrk.json",
+    )
+    assert report == {
+        "image": f"cannot read {image}: permission denied",
+        "hidden": f"cannot read {inner}: permission denied (on a folder above it)",
+        "roi": f"cannot read {base / 'roi.mrk.json'}: permission denied",
+    }

@@ -198,12 +198,15 @@ def test_bad_inputs_fail_with_status_2(tmp_path, capsys):
     assert not (tmp_path / "out.nrrd").exists()
 
 
-def test_demo_into_an_impossible_folder_fails_with_status_1(tmp_path, capsys):
+def test_demo_into_an_impossible_folder_fails_with_status_2_as_segment_does(tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
-    status, _, err = call(capsys, "demo", "--output-dir", tmp_path / "a-file" / "demo")
-    assert status == 1
-    assert_one_line_error(err)
-    assert "cannot create the output folder" in err
+    for folder, reason in [(tmp_path / "a-file" / "demo", "cannot create the output folder"),
+                           (tmp_path / "a-file", "is not a folder")]:
+        status, _, err = call(capsys, "demo", "--output-dir", folder)
+        assert status == 2
+        assert_one_line_error(err)
+        assert reason in err
+    assert os.listdir(tmp_path) == ["a-file"]
 
 
 def test_missing_checkpoint_fails_with_status_1(tmp_path, capsys):

@@ -8,14 +8,19 @@ child running the CLI. Each test checks the error type, its message and that not
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
+from cli_support import call
 from engine_support import load_case, shared_predictor
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE
 from MedSAMSegmentLib.embedding_cache import EmbeddingCache
@@ -296,6 +301,108 @@ def test_ctrl_c_in_mid_propagation_exits_130_and_writes_nothing(tmp_path):
     assert "segmenting: 1/3" in result.stderr  # it was stopped after the first of three slices
     assert result.stderr.endswith("medsam-segment: error: interrupted; nothing was written\n")
     assert os.listdir(tmp_path) == []
+
+
+class _NotHandled(Exception):
+    """Raised by the test's own SIGTERM handler: the CLI did not install one (the test then fails)."""
+
+
+@pytest.fixture
+def sigterm_guard():
+    """A real SIGTERM to this process must never kill the test run: a fallback handler, restored after."""
+    if os.name != "posix":
+        pytest.skip("delivers a real SIGTERM")
+
+    def fallback(signum, frame):
+        raise _NotHandled("SIGTERM reached the test's handler")
+
+    previous = signal.signal(signal.SIGTERM, fallback)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_in_mid_propagation_exits_143_and_writes_nothing(tmp_path, capsys, monkeypatch, sigterm_guard):
+    # SIGTERM is what `timeout`, Slurm and `docker stop` send: the same clean-up as Ctrl-C.
+    # A real signal to this very process, in the CLI's main thread, once the first slice is done.
+    from MedSAMSegmentLib import cli
+
+    shown = cli.ProgressBar.__call__
+
+    def progress(self, done, total):
+        shown(self, done, total)
+        if done == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli.ProgressBar, "__call__", progress)
+    out = tmp_path / "tumour.nii.gz"
+    status, _, err = call(capsys, "segment", SAMPLE_IMAGE, "--box-ijk", *SAMPLE_BOX, "-o", out, "--device", "cpu")
+    assert status == 143, err
+    assert "segmenting: 1/3" in err and "segmenting: 3/3" not in err
+    assert err.endswith("medsam-segment: error: terminated; nothing was written\n")
+    assert os.listdir(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM).__name__ == "fallback"  # the CLI restored the handler
+
+
+def test_sigterm_between_the_temporary_write_and_the_rename_leaves_nothing(tmp_path, capsys, monkeypatch,
+                                                                         sigterm_guard):
+    from MedSAMSegmentLib.imageio import PAUSE_BEFORE_RENAME_ENV
+
+    (tmp_path / "out").mkdir()
+    flag, out = tmp_path / "paused", tmp_path / "out" / "tumour.nii.gz"
+    monkeypatch.setenv(PAUSE_BEFORE_RENAME_ENV, str(flag))
+    seen = []
+
+    def terminate_when_paused():  # as `timeout` would, from outside the CLI's thread
+        for _ in range(1200):
+            if flag.exists():
+                seen.extend(os.listdir(tmp_path / "out"))
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=terminate_when_paused, daemon=True)
+    watcher.start()
+    status, _, err = call(capsys, "segment", SAMPLE_IMAGE, "--box-ijk", *SAMPLE_BOX[:2], "14", *SAMPLE_BOX[3:5],
+                          "14", "-o", out, "-q", "--device", "cpu")
+    watcher.join(5)
+    assert len(seen) == 1 and seen[0].endswith(".part.nii.gz")  # written, not yet renamed, when it came
+    assert status == 143, err
+    assert err == "medsam-segment: error: terminated; nothing was written\n"
+    assert os.listdir(tmp_path / "out") == []
+
+
+# -- stdout and stderr that cannot be written -----------------------------------------------------
+
+
+def closed_pipe():
+    """The write end of a pipe whose reader has gone, as in `medsam-segment ... | true`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_an_unwritable_stdout_or_stderr_never_decides_the_result(tmp_path, closed):
+    # One stream is a pipe nobody reads (`| true`), the other /dev/full (`> /dev/full`, `2>/dev/full`).
+    full = "stderr" if closed == "stdout" else "stdout"
+    pipe, device = closed_pipe(), os.open("/dev/full", os.O_WRONLY)
+    out = tmp_path / "tumour.seg.nrrd"
+    code = "import sys\nfrom MedSAMSegmentLib.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    args = ["segment", SAMPLE_IMAGE, "--box-ijk", *SAMPLE_BOX[:2], "14", *SAMPLE_BOX[3:5], "14", "-o", out]
+    streams = {closed: pipe, full: device}
+    try:
+        result = subprocess.run([sys.executable, "-c", code, *map(str, args), "--device", "cpu"], env=child_env(),
+                                timeout=300, **streams)
+        refused = subprocess.run([sys.executable, "-c", code, *map(str, args), "--key-slice", "99"],
+                                 env=child_env(), timeout=300, **streams)
+    finally:
+        os.close(pipe)
+        os.close(device)
+    assert result.returncode == 0  # the work's own status
+    assert os.listdir(tmp_path) == ["tumour.seg.nrrd"]
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(out)))[14].any()
+    assert refused.returncode == 2  # and a refusal keeps its own status too
 
 
 # -- two segmentations at once, MRML on the main thread only -------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedSAMSegmentLib.errors import InputError, OutputError
-from MedSAMSegmentLib.imageio import read_image, write_labelmap, write_seg_nrrd
+from MedSAMSegmentLib.imageio import Image, read_image, write_labelmap, write_seg_nrrd
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"  # the code under test, in child processes
@@ -275,8 +275,43 @@ def test_full_disk_leaves_no_file_in_any_format(tmp_path):
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("refused") == 5, result.stdout
+    # Every format names the reason, not a reader error about the temporary file.
+    assert result.stdout.splitlines() == [
+        f"refused {name} cannot write {tmp_path / name}: file too large (this process may write files of at most "
+        "20000 bytes)"
+        for name in ("out.nii", "out.nii.gz", "out.nrrd", "out.mha", "out.seg.nrrd")
+    ]
     assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB tmpfs: a real full disk (needs the right to mount; skipped otherwise)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("name", ["out.nii", "out.nii.gz", "out.nrrd", "out.mha", "out.seg.nrrd"])
+def test_a_full_disk_is_named_as_such_in_every_format(tiny_disk, name):
+    image = Image(np.zeros((40, 128, 128), np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    mask = (np.random.default_rng(0).random(image.shape) > 0.5).astype(np.uint8)  # ~80 kB even compressed
+    path = tiny_disk / name
+    with pytest.raises(OutputError) as info:
+        if name.endswith(".seg.nrrd"):
+            write_seg_nrrd(path, mask, image, "Tumour", (1, 0, 0))
+        else:
+            write_labelmap(path, mask, image)
+    assert str(info.value) == f"cannot write {path}: disk full"
+    assert os.listdir(tiny_disk) == []
 
 
 # -- .seg.nrrd read by Slicer itself -------------------------------------------------------------

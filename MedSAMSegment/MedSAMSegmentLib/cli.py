@@ -1,26 +1,55 @@
 """`medsam-segment`: box-prompted MedSAM / LiteMedSAM segmentation of image files, without Slicer.
 
 Exit status: 0 done; 2 usage or input error (bad option, image, box, ROI, existing output);
-1 any other failure (weights, dependencies, writing); 130 interrupted. A failure prints one line,
-"medsam-segment: error: ...", on stderr and leaves no output file behind.
+1 any other failure (weights, dependencies, writing); 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM). A failure prints one line, "medsam-segment: error: ...", on stderr and leaves no output
+file behind. Progress and information on stdout/stderr never decide the result: a closed pipe or a
+full disk there only silences them.
 """
 
 import argparse
 import contextlib
+import math
 import os
+import signal
 import sys
+import threading
 import time
 
 from .errors import CancelledError, InputError, MedSAMError, OutputError
 
 PROG = "medsam-segment"
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 SUPERIOR_RAS = (0.0, 0.0, 1.0)
 DEFAULT_COLOR = (0.95, 0.35, 0.25)
 
 
 class UsageError(Exception):
     """A mistake in the command line (exit status 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, Slurm, docker stop): unwinds and cleans up exactly as Ctrl-C does."""
+
+
+def _write_safely(stream, text):
+    """Write progress or information; a closed pipe or full disk only silences that stream.
+
+    The stream's descriptor then points at the null device, so nothing later (nor Python's flush
+    at exit) fails on it again and the exit status stays the work's own.
+    """
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, stream.fileno())
+            finally:
+                os.close(null)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,39 +155,40 @@ class ProgressBar:
         amount = f"{done * self.scale:.0f}{self.unit}"
         if not total:  # size unknown (a download without Content-Length): a running count
             if self.tty:
-                self.stream.write(f"\r{self.label} {amount} {elapsed:5.1f} s")
-                self.stream.flush()
+                _write_safely(self.stream, f"\r{self.label} {amount} {elapsed:5.1f} s")
             return
         amount += f"/{total * self.scale:.0f}{self.unit}"
         if self.tty:
             filled = min(self.width, int(self.width * done / total))
             bar = "#" * filled + "-" * (self.width - filled)
             end = "\n" if done >= total else ""
-            self.stream.write(f"\r{self.label} [{bar}] {amount} {elapsed:5.1f} s{end}")
+            _write_safely(self.stream, f"\r{self.label} [{bar}] {amount} {elapsed:5.1f} s{end}")
         else:
             tenth = 10 * done // total
             if tenth == self._last_tenth:
                 return
             self._last_tenth = tenth
-            self.stream.write(f"{self.label}: {amount} ({elapsed:.1f} s)\n")
-        self.stream.flush()
+            _write_safely(self.stream, f"{self.label}: {amount} ({elapsed:.1f} s)\n")
 
 
 def _parse_color(values):
     if values is None:
         return DEFAULT_COLOR
-    if any(v < 0 for v in values) or any(v > 255 for v in values):
+    if not all(math.isfinite(v) for v in values) or any(v < 0 for v in values) or any(v > 255 for v in values):
         raise UsageError(f"--color {' '.join(f'{v:g}' for v in values)}: channels must be 0-1 or 0-255")
     return tuple(v / 255.0 for v in values) if any(v > 1 for v in values) else tuple(values)
 
 
-def _check_output(path, overwrite):
-    """Before anything slow: the output's type, and that it can be created."""
-    from .imageio import check_output_path, output_kind
+def check_output(path, overwrite, inputs=()):
+    """Before anything slow: the output's type, that it is none of `inputs` (image, ROI,
+    checkpoint: even --overwrite never replaces those), that its name fits and that it can be
+    created. UsageError (exit 2) otherwise; returns 'segmentation' or 'labelmap'."""
+    from .imageio import check_not_an_input, check_output_path, output_kind
 
     try:
         kind = output_kind(path)
-    except InputError as exc:
+        check_not_an_input(path, inputs)
+    except (InputError, OutputError) as exc:
         raise UsageError(str(exc)) from None
     if os.path.lexists(path) and not overwrite:
         raise UsageError(f"output {path} exists; pass --overwrite to replace it")
@@ -167,6 +197,25 @@ def _check_output(path, overwrite):
     except OutputError as exc:
         raise UsageError(str(exc)) from None
     return kind
+
+
+_check_output = check_output
+
+
+def check_weights_options(model, checkpoint, url, sha256):
+    """--weights-url / --weights-sha256 must be used, never ignored: UsageError for combinations
+    that would ignore them (the checksum is applied to whichever file is used)."""
+    from .registry import get_spec
+
+    if url and not sha256:
+        raise UsageError("--weights-url needs --weights-sha256 (a download is only used if its checksum matches)")
+    if url and checkpoint:
+        raise UsageError("--weights-url and --checkpoint exclude each other: give one source of weights")
+    if url and get_spec(model).embedded:
+        raise UsageError(
+            f"--weights-url: the {model} weights are embedded, nothing is downloaded; "
+            "pass --checkpoint PATH to use other weights"
+        )
 
 
 def _index_box(args, image, axis):
@@ -194,7 +243,8 @@ def _native_stderr_silenced():
     except (AttributeError, OSError, ValueError):
         yield
         return
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     saved = os.dup(fd)
     try:
         with open(os.devnull, "w") as null:
@@ -216,10 +266,9 @@ def write_result(path, kind, mask, image, name, color, overwrite, tags=None):
 
 
 def run_segment(args, say):
-    if args.weights_url and not args.weights_sha256:
-        raise UsageError("--weights-url needs --weights-sha256 (a download is only used if its checksum matches)")
+    check_weights_options(args.model, args.checkpoint, args.weights_url, args.weights_sha256)
     color = _parse_color(args.color)
-    kind = _check_output(args.output, args.overwrite)
+    kind = check_output(args.output, args.overwrite, inputs=(args.image, args.roi, args.checkpoint))
     if kind == "segmentation" and (not args.name.strip() or any(ch in args.name for ch in "\r\n")):
         raise UsageError(f"--name {args.name!r} must be one non-empty line")
 
@@ -242,7 +291,7 @@ def run_segment(args, say):
     from .key_boxes import added_boxes_from_index_boxes  # checked here, before the model is loaded
 
     add_boxes = added_boxes_from_index_boxes(args.add_box_ijk, image.shape, axis, what="--add-box-ijk")
-    window = auto_window(image.array, modality=args.modality, window=args.window)
+    window = _window(image.array, args)
     say(f"intensity: {window.description}")
 
     from .predictor import Predictor
@@ -266,6 +315,17 @@ def run_segment(args, say):
     return 0
 
 
+def _window(array, args):
+    from .intensity import NO_CONTRAST_HINT, auto_window
+
+    try:
+        return auto_window(array, modality=args.modality, window=args.window)
+    except InputError as exc:
+        if NO_CONTRAST_HINT not in str(exc):
+            raise
+        raise InputError(f"{exc} (--window LEVEL WIDTH, or --modality CT|MR)") from None
+
+
 def _summary(path, result, image, axis, seconds):
     import numpy as np
 
@@ -283,19 +343,57 @@ def _summary(path, result, image, axis, seconds):
 
 
 def run_demo(args, say):
-    from .demo import run_demo as demo
+    from .demo import check_output_dir, run_demo as demo
+
+    try:
+        check_output_dir(args.output_dir)  # exit 2 like segment's output checks, before any work
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
     def report(text):  # scores and file names: shown even with --quiet
-        print(text, flush=True)
+        _write_safely(sys.stdout, text + "\n")
 
     return demo(args.output_dir, device=args.device, say=say, progress=None if args.quiet else ProgressBar, report=report)
 
 
 def _fail(message, status):
     text = " ".join(str(message).split()) or "failed"
-    sys.stderr.write(f"{PROG}: error: {text}\n")
-    sys.stderr.flush()
+    _write_safely(sys.stderr, f"{PROG}: error: {text}\n")
     return status
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While the CLI runs, SIGTERM raises Terminated (a KeyboardInterrupt): the same clean-up as Ctrl-C."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        with contextlib.suppress(ValueError, OSError):
+            previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _identity(path):
+    try:
+        stat = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
+def _interrupted(exc, output, before):
+    """Exit 130 (Ctrl-C, cancel) or 143 (SIGTERM), saying whether the output had been completed."""
+    status, what = (EXIT_TERMINATED, "terminated") if isinstance(exc, Terminated) else (EXIT_INTERRUPTED, "interrupted")
+    if output is not None and _identity(output) not in (None, before):
+        return _fail(f"{what} after {output} was written (it is complete)", status)
+    return _fail(f"{what}; nothing was written", status)
 
 
 def main(argv=None):
@@ -308,14 +406,17 @@ def main(argv=None):
 
     def say(text):
         if not args.quiet:
-            print(text, flush=True)
+            _write_safely(sys.stdout, text + "\n")
 
+    output = getattr(args, "output", None)
+    before = _identity(output) if output else None
     try:
-        return args.run(args, say)
+        with _sigterm_interrupts():
+            return args.run(args, say)
     except (UsageError, InputError) as exc:
         return _fail(exc, EXIT_USAGE)
-    except (KeyboardInterrupt, CancelledError):
-        return _fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, CancelledError) as exc:
+        return _interrupted(exc, output, before)
     except MedSAMError as exc:  # weights, dependencies, writing (OutputError): nothing was left behind
         return _fail(exc, EXIT_FAILURE)
     except Exception as exc:  # a bug: still one line, the traceback on request

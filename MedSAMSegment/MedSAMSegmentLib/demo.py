@@ -18,6 +18,43 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "pyradiomics-brain1"
 SAMPLE_IMAGE, SAMPLE_LABEL = SAMPLE_DIR / "brain1_image.nrrd", SAMPLE_DIR / "brain1_label.nrrd"
 SEGMENTATION_NAME, OVERLAY_NAME = "brain1_tumour.seg.nrrd", "brain1_overlay.png"
 MODES = ("default", "official")
+# The mark the demo leaves in its files (a NRRD header field, a PNG text chunk): it replaces
+# only files carrying it, never a user's own file of the same name.
+MARK_KEY, MARK_VALUE = "MedSAMSegment.Demo", "brain1"
+
+
+def _written_by_demo(path):
+    from .imageio import nrrd_header_field
+    from .overlay import read_png_text
+
+    if path.endswith(".png"):
+        return read_png_text(path).get(MARK_KEY) == MARK_VALUE
+    return nrrd_header_field(path, MARK_KEY) == MARK_VALUE
+
+
+def check_output_dir(output_dir):
+    """Create output_dir and check the demo may write its two files there, before any work.
+
+    OutputError if it is not a folder, cannot be written, or holds a file of the demo's names
+    that the demo did not write (it is never replaced).
+    """
+    from .imageio import check_output_path
+
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputError(f"the output folder {output_dir} is not a folder")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from None
+    paths = [os.path.join(output_dir, name) for name in (SEGMENTATION_NAME, OVERLAY_NAME)]
+    for path in paths:
+        if os.path.lexists(path) and not (os.path.isfile(path) and _written_by_demo(path)):
+            raise OutputError(
+                f"{path} exists and was not written by the demo: it is left alone; "
+                "move it away or choose another --output-dir"
+            )
+        check_output_path(path, overwrite=True)
+    return paths
 
 
 def official_box(reference_kji):
@@ -47,7 +84,8 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
     """Segment, write the .seg.nrrd (default mode) and the overlay PNG; returns 0.
 
     `say` gets the details, `report` the scores and file names (shown even when quiet);
-    `progress(label)` makes a progress callback. The demo's own files in output_dir are replaced.
+    `progress(label)` makes a progress callback. The demo's own files in output_dir are replaced,
+    other files of the same names never (OutputError before any work, see check_output_dir).
     """
     from . import overlay
     from .imageio import read_image, write_seg_nrrd
@@ -55,10 +93,7 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
     from .predictor import Predictor
     from .propagation import segment_volume
 
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from None
+    seg_path, png_path = check_output_dir(output_dir)
     image = read_image(SAMPLE_IMAGE)
     reference = (read_image(SAMPLE_LABEL).array > 0).astype(np.uint8)
     box = official_box(reference)
@@ -83,9 +118,11 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
             f"{time.perf_counter() - t0:.1f} s"
         )
 
-    seg_path = os.path.join(output_dir, SEGMENTATION_NAME)
-    write_seg_nrrd(seg_path, results["default"].mask, image, "Tumour (MedSAM)", (0.95, 0.35, 0.25), overwrite=True)
-    png_path = os.path.join(output_dir, OVERLAY_NAME)
+    check_output_dir(output_dir)  # again: a file may have appeared while the model ran
+    write_seg_nrrd(
+        seg_path, results["default"].mask, image, "Tumour (MedSAM)", (0.95, 0.35, 0.25), overwrite=True,
+        fields={MARK_KEY: MARK_VALUE},
+    )
     masks = [reference] + [r.mask for r in results.values()]
     rows = [
         (f"{mode} propagation: Dice {dice(r.mask, reference):.2f}  (green: reference, red: LiteMedSAM)", r.mask)
@@ -96,6 +133,6 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
         slices=np.linspace(box[2], box[5], 4).round().astype(int).tolist(),
         flips=overlay.display_flips(image.ijk_to_ras), crop=_crop_around(masks, image.shape[1:]),
     )
-    overlay.write_png(png_path, picture, overwrite=True)
+    overlay.write_png(png_path, picture, overwrite=True, text={MARK_KEY: MARK_VALUE})
     report(f"wrote {seg_path} and {png_path}; total {time.perf_counter() - started:.1f} s")
     return 0

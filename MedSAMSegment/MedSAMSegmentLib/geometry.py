@@ -19,6 +19,9 @@ INSIDE_TOLERANCE_MM = 1e-6
 # Voxel centres tested at once when tightening the box (bounds memory for huge ROIs).
 _CHUNK_VOXELS = 1 << 20
 
+# Why an inside-out ROI is refused, in the CLI (ROI files) and the MRML API (ROI nodes) alike.
+INSIDE_OUT_ROI = "an inside-out ROI selects everything but a box; it cannot be a box prompt"
+
 
 def closest_index_axis(ijk_to_ras, direction_ras):
     """The index axis whose RAS direction is most parallel (either sign) to direction_ras.
@@ -101,15 +104,20 @@ def roi_index_box(roi_object_to_ras, roi_size_mm, ras_to_ijk, volume_shape_kji):
         ijk_to_object = np.linalg.inv(object_to_ijk)
     except np.linalg.LinAlgError:
         raise InputError("ROI or volume geometry is singular (zero spacing or axis)") from None
-    half = size / 2.0
+    half = np.minimum(size / 2.0, _volume_reach(ijk_to_object, dims) + 1.0)
 
     signs = np.array([[sx, sy, sz, 1.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-    corners_ijk = (object_to_ijk @ (signs * np.r_[half, 1.0]).T).T[:, :3]
-    # One voxel of slack each side: the exact test below decides, this only bounds it.
-    lo = np.maximum(np.floor(corners_ijk.min(axis=0)).astype(int) - 1, 0)
-    hi = np.minimum(np.ceil(corners_ijk.max(axis=0)).astype(int) + 1, dims - 1)
-    if np.any(lo > hi):
-        raise InputError("ROI does not overlap the volume")
+    with np.errstate(over="ignore", invalid="ignore"):
+        corners_ijk = (object_to_ijk @ (signs * np.r_[half, 1.0]).T).T[:, :3]
+    if np.all(np.isfinite(corners_ijk)):
+        # One voxel of slack each side: the exact test below decides, this only bounds it.
+        lo_f = np.maximum(np.floor(corners_ijk.min(axis=0)) - 1, 0)
+        hi_f = np.minimum(np.ceil(corners_ijk.max(axis=0)) + 1, dims - 1)
+        if np.any(lo_f > hi_f):
+            raise InputError("ROI does not overlap the volume")
+        lo, hi = lo_f.astype(int), hi_f.astype(int)
+    else:  # an ROI far beyond float range in index units: bound it by the volume itself
+        lo, hi = np.zeros(3, int), dims - 1
 
     # Narrow k first, then j inside the new k range, then i: each pass tests a smaller range.
     for axis in (2, 1, 0):
@@ -122,6 +130,17 @@ def roi_index_box(roi_object_to_ras, roi_size_mm, ras_to_ijk, volume_shape_kji):
         last = _first_slab_with_voxel(ijk_to_object, half, lo, hi, axis, reverse=True)
         lo[axis], hi[axis] = first, last
     return (int(lo[0]), int(lo[1]), int(lo[2]), int(hi[0]), int(hi[1]), int(hi[2]))
+
+
+def _volume_reach(ijk_to_object, dims):
+    """Per ROI axis, the largest |coordinate| of the volume's corners in ROI object coordinates.
+
+    A half size beyond it cannot add a voxel centre, so huge ROIs (1e300 mm) are clipped to it
+    before any arithmetic that could overflow."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, dims[0] - 1) for j in (0, dims[1] - 1) for k in (0, dims[2] - 1)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = np.abs(ijk_to_object @ corners.T)[:3].max(axis=1)
+    return np.where(np.isfinite(reach), reach, np.inf)
 
 
 def validate_index_box(box, shape_kji, axis="k"):

@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,12 +75,60 @@ def _size_text(size):
     return "x".join(str(n) for n in size)
 
 
+def check_readable(path, what="image file"):
+    """InputError now, with the real reason, if `path` cannot be opened for reading.
+
+    Tells "not found" from "permission denied" (on the file or on a folder above it) and
+    from a folder; opening is the only test that also binds for root and ACLs.
+    """
+    path = os.fspath(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied (on a folder above it)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if os.path.isdir(path):
+        raise InputError(_folder_reason(path, what))
+    if not os.path.isfile(path):  # a pipe or device: opening it could wait forever
+        raise InputError(f"{path} is not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _folder_reason(path, what):
+    if what == "image file" and _holds_dicom(path):
+        return (
+            f"{path} is a folder of DICOM files: DICOM series are not supported yet; convert the "
+            "series to one NIfTI or NRRD file first (e.g. with Slicer's DICOM module or dcm2niix)"
+        )
+    return f"{path} is a folder: give the {what} itself"
+
+
+def _holds_dicom(folder, look_at=20):
+    """Whether any of the first files in folder has the DICOM preamble ("DICM" at byte 128)."""
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name)[:look_at]:
+            with contextlib.suppress(OSError):
+                if entry.is_file():
+                    with open(entry.path, "rb") as f:
+                        if f.read(132)[128:] == b"DICM":
+                            return True
+    return False
+
+
 def read_image(path):
     """Read a 2D or 3D grey-level (or RGB) image file into an `Image`; InputError if it can't be segmented."""
     sitk = _sitk()
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputError(f"image file not found: {path}")
+    path = check_readable(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as exc:
@@ -162,10 +211,37 @@ def output_kind(path):
     )
 
 
+def same_file(a, b):
+    """Whether two paths name one file: the same spelling after resolving links, or the same
+    (device, inode), which also catches hard links and bind mounts. Missing paths are never the same."""
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_not_an_input(output, inputs):
+    """OutputError if `output` is one of `inputs` (any spelling, symlink or hard link).
+
+    Overwriting means replacing an earlier result, never the data it was made from; run it
+    before any work, whatever the caller's overwrite option says.
+    """
+    for source in inputs:
+        if source is not None and same_file(output, source):
+            raise OutputError(
+                f"output {output} is the input {source}: choose another output name "
+                "(--overwrite replaces an earlier result, never an input)"
+            )
+
+
 def check_output_path(path, overwrite=False):
     """Raise OutputError now if `path` could not be written later: run this before any long work."""
     path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
+    folder, base = os.path.split(path)
     if os.path.isdir(path):
         raise OutputError(f"output {path} is a folder")
     if os.path.lexists(path) and not overwrite:
@@ -173,19 +249,47 @@ def check_output_path(path, overwrite=False):
     if not os.path.isdir(folder):
         problem = "is not a folder" if os.path.exists(folder) else "does not exist"
         raise OutputError(f"output folder {folder} {problem}")
-    # Creating a file is the only reliable test (permissions, ACLs, read-only mounts, root).
+    _check_name_fits(folder, base)
+    # Creating a file is the only reliable test (permissions, ACLs, read-only mounts, root);
+    # the probe is named like the real temporary file, so it has the same length.
     try:
-        probe = _create_temp(folder, ".medsam-write-test", "")
+        probe = _create_temp(folder, base, _extension(path))
     except OSError as exc:
         raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
     os.unlink(probe)
     return path
 
 
+def _name_max(folder):
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _check_name_fits(folder, base):
+    longest = _name_max(folder)
+    length = len(os.fsencode(base))
+    if length > longest:
+        raise OutputError(
+            f"output name {base[:40]}... is {length} bytes long; this file system allows at most {longest}"
+        )
+
+
+def _temp_name(folder, base, extension):
+    """'.BASE.HEX.partEXT', with BASE shortened so the name fits where the output name fits."""
+    tail = f".{secrets.token_hex(4)}.part{extension}"
+    room = _name_max(folder) - 1 - len(os.fsencode(tail))
+    stem = base
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return os.path.join(folder, f".{stem}{tail}")
+
+
 def _create_temp(folder, base, extension):
     """An empty new file beside the output; 0o666 so the umask gives it ordinary permissions."""
     while True:
-        name = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.part{extension}")
+        name = _temp_name(folder, base, extension)
         try:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return name
@@ -216,12 +320,26 @@ def atomic_output(path, overwrite=False):
     try:
         yield temp
         _flush_to_disk(temp)
+        _test_pause_before_rename()
         _publish(temp, path, overwrite)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+
+
+PAUSE_BEFORE_RENAME_ENV = "MEDSAM_TEST_PAUSE_BEFORE_RENAME"
+
+
+def _test_pause_before_rename():
+    """Tests only: with $MEDSAM_TEST_PAUSE_BEFORE_RENAME=FILE, create FILE and wait up to a minute,
+    so a test can deliver a signal between the temporary write and the rename."""
+    flag = os.environ.get(PAUSE_BEFORE_RENAME_ENV)
+    if flag:
+        with open(flag, "w"):
+            pass
+        time.sleep(60)
 
 
 def _flush_to_disk(temp):
@@ -270,14 +388,33 @@ def _mask_image(sitk, mask_kji, reference, force_3d):
 def _write(sitk, img, temp, path):
     try:
         sitk.WriteImage(img, temp, True)
-        # Read it back: ITK's NIfTI writer reports a full disk only on stderr and leaves a
-        # truncated file, so success of WriteImage alone proves nothing.
+    except RuntimeError as exc:
+        raise OutputError(f"cannot write {path}: {_incomplete_reason(temp) or _itk_reason(exc)}") from None
+    # Read it back: ITK's writers report a full disk or a file size limit only on stderr (or as a
+    # read error of the truncated file), so success of WriteImage alone proves nothing.
+    try:
         written = sitk.ReadImage(temp)  # kept in a name: an array view does not keep its image alive
         intact = np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(img))
-    except RuntimeError as exc:
-        raise OutputError(f"cannot write {path}: {_itk_reason(exc)}") from None
+    except RuntimeError:
+        intact = False
     if not intact:
-        raise OutputError(f"cannot write {path}: the file read back differs (disk full?)")
+        reason = _incomplete_reason(temp) or "the file read back is incomplete (disk full or file too large?)"
+        raise OutputError(f"cannot write {path}: {reason}")
+
+
+def _incomplete_reason(temp):
+    """'disk full' / 'file too large (...)' when that is why a write fell short, else None."""
+    with contextlib.suppress(OSError):
+        stats = os.statvfs(os.path.dirname(temp) or ".")
+        if stats.f_bavail * stats.f_frsize < (1 << 20):
+            return "disk full"
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and os.path.getsize(temp) >= limit:
+            return f"file too large (this process may write files of at most {limit} bytes)"
+    return None
 
 
 def write_labelmap(path, mask_kji, reference, overwrite=False):
@@ -290,10 +427,11 @@ def write_labelmap(path, mask_kji, reference, overwrite=False):
         _write(sitk, img, temp, path)
 
 
-def write_seg_nrrd(path, mask_kji, reference, name, color, overwrite=False, tags=None):
+def write_seg_nrrd(path, mask_kji, reference, name, color, overwrite=False, tags=None, fields=None):
     """Write a one-segment Slicer segmentation (.seg.nrrd) over the whole reference extent.
 
-    `color` is RGB in 0..1. `tags` (str -> str) become segment tags, e.g. the model that made it.
+    `color` is RGB in 0..1. `tags` (str -> str) become segment tags, e.g. the model that made it;
+    `fields` (str -> str) extra NRRD key:=value header lines (Slicer ignores unknown keys).
     The header fields follow Slicer's vtkMRMLSegmentationStorageNode; always 3D (Slicer has no 2D
     segmentations), a 2D reference becomes one slice.
     """
@@ -308,6 +446,7 @@ def write_seg_nrrd(path, mask_kji, reference, name, color, overwrite=False, tags
     sitk = _sitk()
     img = _mask_image(sitk, mask_kji, reference, force_3d=True)
     header = _segmentation_header(sitk.GetArrayViewFromImage(img), reference, name, rgb, tags or {})
+    header.update(fields or {})
     for key, value in header.items():
         img.SetMetaData(key, value)
     with atomic_output(path, overwrite) as temp:
@@ -349,3 +488,19 @@ def _geometry_string(reference, size):
     """Slicer's serialized image geometry: ijkToRAS row by row, then the extent, each ended by ';'."""
     values = list(reference.ijk_to_ras.ravel()) + [0, size[0] - 1, 0, size[1] - 1, 0, size[2] - 1]
     return "".join(f"{v:.17g};" for v in values)
+
+
+def nrrd_header_field(path, key, limit=1 << 16):
+    """The value of a `key:=value` line in a NRRD file's header, or None (unreadable, not NRRD, absent)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(limit)
+    except OSError:
+        return None
+    if not head.startswith(b"NRRD"):
+        return None
+    prefix = f"{key}:=".encode()
+    for line in head.split(b"\n\n", 1)[0].splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):].decode("utf-8", "replace")
+    return None

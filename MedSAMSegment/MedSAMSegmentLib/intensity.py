@@ -77,20 +77,39 @@ def _check_volume(volume):
         raise InputError(f"unsupported voxel type {volume.dtype}: expected integer or float scalars")
 
 
+# Appended to every "no contrast" refusal: the two ways out.
+NO_CONTRAST_HINT = "give an explicit window that overlaps the image's range, or the CT or MR rule"
+
+
 def _window(volume, lo, hi, zero_stays_zero, description, clipped_range=True):
     vol_min, vol_max = _finite_min_max(volume)
     if vol_min == vol_max:
         raise InputError(f"the image is constant ({vol_min:g}): nothing to segment")
+    _check_contrast(lo, hi, vol_min, vol_max, description)
     if clipped_range:  # min-max of the clipped volume, as the official code
         vmin, vmax = float(np.clip(vol_min, lo, hi)), float(np.clip(vol_max, lo, hi))
     else:
         vmin, vmax = lo, hi
-    if not vmax > vmin:
-        raise InputError(
-            f"the intensity window [{lo:g}, {hi:g}] does not overlap the image range "
-            f"[{vol_min:g}, {vol_max:g}]: every voxel would be the same grey"
-        )
     return IntensityWindow(float(lo), float(hi), vmin, vmax, zero_stays_zero, description)
+
+
+def _check_contrast(lo, hi, vol_min, vol_max, description):
+    """InputError, saying which of the three it is, when the window would make every voxel one grey:
+    a window of no width, a window wholly outside the image's range, or endpoints beyond float range."""
+    where = f"the image's range [{vol_min:g}, {vol_max:g}]"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"{description} reaches beyond the largest float ([{lo:g}, {hi:g}]); {NO_CONTRAST_HINT}")
+    if not hi > lo:
+        raise InputError(
+            f"{description} has no width on this image (it spans [{lo:g}, {hi:g}], the image [{vol_min:g}, {vol_max:g}]): the image "
+            f"is binary, a label map or nearly constant, so there is no contrast to segment; {NO_CONTRAST_HINT}"
+        )
+    if hi <= vol_min or lo >= vol_max:
+        side = "below" if hi <= vol_min else "above"
+        raise InputError(
+            f"{description} ([{lo:g}, {hi:g}]) lies wholly {side} {where}: every voxel would be "
+            f"the same grey; {NO_CONTRAST_HINT}"
+        )
 
 
 def ct_window(volume, level=CT_LEVEL, width=CT_WIDTH):
@@ -106,6 +125,11 @@ def explicit_window(volume, level, width):
         raise InputError(f"window level and width must be finite numbers, got {level:g}/{width:g}")
     if not width > 0:
         raise InputError(f"window width must be positive, got {width:g}")
+    if not level + width / 2 > level - width / 2:
+        raise InputError(
+            f"window width {width:g} is too small for level {level:g}: the window collapses to one value; "
+            f"{NO_CONTRAST_HINT}"
+        )
     return _window(
         volume, level - width / 2, level + width / 2, False, f"window {level:g}/{width:g}", clipped_range=False
     )

@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from .errors import InputError
-from .imageio import atomic_output
+from .geometry import INSIDE_OUT_ROI
+from .imageio import atomic_output, check_readable
 
 SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
@@ -24,7 +25,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 def read_roi_json(path):
     """Return (roi_object_to_ras 4x4, size_mm (3,)) of the single ROI in a .mrk.json file."""
-    path = os.fspath(path)
+    path = check_readable(os.fspath(path), "ROI file")
     try:
         with open(path, encoding="utf-8") as f:
             document = json.load(f)
@@ -32,6 +33,8 @@ def read_roi_json(path):
         raise InputError(f"ROI file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read {path} as a markups JSON file: {exc}") from None
+    except RecursionError:
+        raise InputError(f"cannot read {path} as a markups JSON file: it is nested too deeply") from None
     roi = _single_roi(document, path)
     system = roi.get("coordinateSystem", "LPS")
     if system not in ("LPS", "RAS"):
@@ -39,7 +42,7 @@ def read_roi_json(path):
     if roi.get("coordinateUnits", "mm") != "mm":
         raise InputError(f"{path}: coordinates in {roi['coordinateUnits']!r}; only mm is supported")
     if roi.get("insideOut", False):
-        raise InputError(f"{path}: an inside-out ROI selects everything but a box; it cannot be a box prompt")
+        raise InputError(f"{path}: {INSIDE_OUT_ROI}")
     centre = _vector(roi, "center", 3, path) if "center" in roi else _first_point(roi, path)
     size = _vector(roi, "size", 3, path)
     if np.any(size < 0):

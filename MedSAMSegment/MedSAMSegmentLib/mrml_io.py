@@ -70,6 +70,10 @@ def roiObjectToWorldAndSize(roiNode):
     """(4x4 ROI object -> world, size along the ROI's own axes) of a markups ROI node."""
     if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
         raise InputError("A markups ROI node (vtkMRMLMarkupsROINode) is required")
+    if roiNode.GetInsideOut():
+        from .geometry import INSIDE_OUT_ROI
+
+        raise InputError(f"ROI '{roiNode.GetName()}': {INSIDE_OUT_ROI}")
     nodeToWorldMatrix(roiNode, "ROI")  # rejects non-linear parents; the matrix below includes them
     return toNumpyMatrix(roiNode.GetObjectToWorldMatrix()), np.array(roiNode.GetSize(), dtype=float)
 

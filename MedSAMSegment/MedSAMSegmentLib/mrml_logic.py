@@ -62,6 +62,33 @@ def _intensityWindow(volume, spec):
     return auto_window(volume, modality=spec[1])
 
 
+def _requestWindow(request):
+    try:
+        return _intensityWindow(request.volume, request.windowSpec)
+    except InputError as exc:
+        if not request.info.get("labelmap"):
+            raise
+        raise InputError(
+            f"Volume '{request.info.get('volume')}' is a labelmap (segment labels, not intensities): {exc}; "
+            "or segment the grey-level volume it was drawn on"
+        ) from None
+
+
+def _requireNode(node, argument, className, what):
+    """InputError naming the argument for a missing or wrong node (instead of an AttributeError later)."""
+    if node is None or not hasattr(node, "IsA") or not node.IsA(className):
+        got = "None" if node is None else getattr(node, "GetClassName", lambda: type(node).__name__)()
+        raise InputError(f"{argument} must be {what} ({className}), got {got}")
+
+
+def _requireVolume(volumeNode):
+    _requireNode(volumeNode, "volumeNode", "vtkMRMLScalarVolumeNode", "a scalar volume node")
+
+
+def _requireSegmentation(segmentationNode):
+    _requireNode(segmentationNode, "segmentationNode", "vtkMRMLSegmentationNode", "a segmentation node")
+
+
 _EDITOR_MODES = {"set": "ModificationModeSet", "add": "ModificationModeAdd", "remove": "ModificationModeRemove"}
 
 
@@ -84,6 +111,9 @@ class MedSAMLogic:
 
         addBoxes: boxes on further key slices (key_boxes.py), each an index box (i0, j0, k0, i1, j1, k1)
         or a markups ROI node, one slice thick along the axis."""
+        _requireVolume(volumeNode)
+        if roiNode is not None:
+            _requireNode(roiNode, "roiNode", "vtkMRMLMarkupsROINode", "a markups ROI node")
         volume = mrml_io.volumeArray(volumeNode)
         ijkToWorld = mrml_io.volumeIjkToWorldMatrix(volumeNode)
         if (roiNode is None) == (indexBox is None):
@@ -108,7 +138,8 @@ class MedSAMLogic:
         mode = mode or self.settings.propagation_mode
         if mode not in MODES:
             raise InputError(f"Unknown propagation mode {mode!r}: use one of {', '.join(MODES)}")
-        info = {"volume": volumeNode.GetName(), "box": box, "axis": axis, "mode": mode}
+        info = {"volume": volumeNode.GetName(), "box": box, "axis": axis, "mode": mode,
+                "labelmap": bool(volumeNode.IsA("vtkMRMLLabelMapVolumeNode"))}
         return SegmentationRequest(volume, _windowSpec(volumeNode, window), box, axis,
                                    None if keySlice is None else int(keySlice), mode, info,
                                    self._addedBoxes(addBoxes, volume.shape, ijkToWorld, axis))
@@ -135,7 +166,7 @@ class MedSAMLogic:
     def run(self, request, progressCallback=None, cancelCallback=None):
         """(uint8 (K, J, I) mask, info). CancelledError if cancelCallback() turns True."""
         start = time.perf_counter()
-        window = _intensityWindow(request.volume, request.windowSpec)
+        window = _requestWindow(request)
         result = segment_volume(
             self.predictor, request.volume, window, request.box, axis=request.axis,
             key_slice=request.keySlice, mode=request.mode, progress=progressCallback, cancel=cancelCallback,
@@ -159,8 +190,9 @@ class MedSAMLogic:
         """Segment the object in the ROI and write it into the segment named segmentName
         (created if missing); other segments are untouched. Returns the segment ID.
         On cancel (CancelledError) or any error nothing is written."""
-        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
-            raise InputError("A segmentation node is required")
+        _requireVolume(volumeNode)
+        _requireNode(roiNode, "roiNode", "vtkMRMLMarkupsROINode", "a markups ROI node")
+        _requireSegmentation(segmentationNode)
         # Fail on an unusable segmentation before the slow part, not after it.
         mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode)
         request = self.prepare(volumeNode, roiNode, None, axis, keySlice, mode, window, addBoxes)
@@ -170,6 +202,9 @@ class MedSAMLogic:
     def segmentSlice(self, volumeNode, sliceAxis, sliceIndex, box, window=None):
         """uint8 2D mask of one slice, prompted by a 2D box (x0, y0, x1, y1) in that slice's
         pixels or by an ROI node (its in-plane extent; the slice must cross the ROI)."""
+        _requireVolume(volumeNode)
+        if box is None:
+            raise InputError("box must be a 2D box (x0, y0, x1, y1) or a markups ROI node, got None")
         volume = mrml_io.volumeArray(volumeNode)
         if sliceAxis not in geometry.AXES:
             raise InputError(f"Unknown slice axis {sliceAxis!r}: use one of {', '.join(geometry.AXES)}")
@@ -190,12 +225,17 @@ class MedSAMLogic:
 
     # -- 3. write MRML (main thread) --------------------------------------------------------
     def writeMaskToSegment(self, maskKji, volumeNode, segmentationNode, segmentName=DEFAULT_SEGMENT_NAME):
+        _requireVolume(volumeNode)
+        _requireSegmentation(segmentationNode)
         return mrml_io.writeMaskToSegment(maskKji, volumeNode, segmentationNode, segmentName)
 
     def applyWithEditorLogic(self, editorLogic, maskKji, volumeNode, mode="set"):
         """Apply a mask to the Segment Editor's selected segment as the effect's Apply does:
         one undo state, then ModifySegmentByLabelmap, which honours the editable area,
         the editable intensity range and the overwrite mode. mode: "set", "add" or "remove"."""
+        if editorLogic is None:
+            raise InputError("editorLogic must be the Segment Editor's logic, got None")
+        _requireVolume(volumeNode)
         if str(mode).lower() not in _EDITOR_MODES:
             raise InputError(f"Unknown apply mode {mode!r}: use one of {', '.join(_EDITOR_MODES)}")
         modificationMode = getattr(slicer.vtkSlicerSegmentEditorLogic, _EDITOR_MODES[str(mode).lower()])
@@ -217,4 +257,5 @@ class MedSAMLogic:
         return segmentId
 
     def saveSegmentation(self, segmentationNode, path, overwrite=False):
+        _requireSegmentation(segmentationNode)
         return mrml_io.saveSegmentation(segmentationNode, path, overwrite)

@@ -70,10 +70,55 @@ def render(grey_kji, reference, rows, slices, axis="k", flips=(False, False), cr
     return np.vstack(grid)
 
 
-def write_png(path, bgr, overwrite=False):
-    """Write atomically (temporary file, then rename), like every other output."""
+def write_png(path, bgr, overwrite=False, text=None):
+    """Write atomically (temporary file, then rename), like every other output.
+
+    `text` (keyword -> value) adds PNG tEXt chunks, e.g. a mark of the program that wrote it."""
     import cv2
 
     with atomic_output(path, overwrite) as temp:
         if not cv2.imwrite(temp, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
             raise OutputError(f"cannot write {path}: OpenCV could not encode or save the PNG")
+        if text:
+            _add_png_text(temp, text)
+
+
+_PNG_SIGNATURE_AND_IHDR = 8 + 25  # signature, then the IHDR chunk (4 length + 4 type + 13 data + 4 CRC)
+
+
+def _add_png_text(path, text):
+    """Insert tEXt chunks right after IHDR (OpenCV cannot write them)."""
+    import struct
+    import zlib
+
+    with open(path, "rb") as f:
+        data = f.read()
+    chunks = b""
+    for key, value in text.items():
+        body = b"tEXt" + key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        chunks += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    with open(path, "wb") as f:
+        f.write(data[:_PNG_SIGNATURE_AND_IHDR] + chunks + data[_PNG_SIGNATURE_AND_IHDR:])
+
+
+def read_png_text(path, limit=1 << 16):
+    """The tEXt chunks before the image data of a PNG file, as {keyword: value}; {} if none or unreadable."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+    except OSError:
+        return {}
+    found, position = {}, 8
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return {}
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            break
+        if kind == b"tEXt":
+            key, _, value = data[position + 8 : position + 8 + length].partition(b"\0")
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        position += 12 + length
+    return found
