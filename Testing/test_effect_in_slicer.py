@@ -524,9 +524,6 @@ def test_roi_prompt_from_the_options(session_for):
     assert f"slices {box[2]}-{box[2]}" in status(session), status(session)
 
 
-@pytest.mark.xfail(strict=True, reason="known: empty defaults (Model, Device, AddBoxes) are never stored on the "
-                   "editor node, so scriptedEffect.parameter() logs a qCritical in Slicer's error log on each read; "
-                   "remove this marker once the effect asks parameterDefined() first")
 def test_reading_parameters_logs_no_qcritical(session_for):
     """qSlicerSegmentEditorAbstractEffect::parameter logs 'Parameter named X cannot be found' for a
     parameter that was never stored, and setCommonParameter never stores an empty value."""

@@ -28,7 +28,9 @@ class SlicerEffectEditor:
         self.scriptedEffect = scriptedEffect
 
     def parameter(self, name):
-        return self.scriptedEffect.parameter(name)
+        # Slicer stores no empty value (qSlicerSegmentEditorAbstractEffect::setCommonParameter) and logs
+        # "Parameter named ... cannot be found" for a read of one never stored: ask first.
+        return self.scriptedEffect.parameter(name) if self.scriptedEffect.parameterDefined(name) else ""
 
     def setParameter(self, name, value):
         self.scriptedEffect.setParameter(name, value)
@@ -305,7 +307,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         # place a point and start a box), except while the prompt is an ROI: then the placement is ours.
         if interactionNode is None or interactionNode.GetCurrentInteractionMode() == interactionNode.ViewTransform:
             return
-        if self.scriptedEffect.parameter("PromptSource") != "roi":
+        if self.controller.parameter("PromptSource") != "roi":
             self.scriptedEffect.selectEffect("")
 
     # -- box drawing in slice views -----------------------------------------------------------------
@@ -314,7 +316,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         if viewWidget.className() != "qMRMLSliceWidget" or self.controller.busy:
             return False
-        if self.scriptedEffect.parameter("PromptSource") != "draw":
+        if self.controller.parameter("PromptSource") != "draw":
             return False  # the ROI's own widget handles the mouse
         controller = self.controller
         xy = callerInteractor.GetEventPosition()
@@ -337,7 +339,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             xyToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetXYToRAS())
             band = self.bandFor(viewWidget, None)
             corners = [self.xyToRas(c, viewWidget) for c in band.displayCorners(xy)]
-            adding = self._shiftDrag or self.scriptedEffect.parameter("AddBox") == "1"
+            adding = self._shiftDrag or self.controller.parameter("AddBox") == "1"
             try:
                 prompt, added = controller.release(viewWidget, xy, xyToRas, addBox=adding)
             except InputError as exc:
@@ -389,7 +391,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def restoreFirstBand(self, viewWidget):
         """A drag that did not replace the first box: show the first box again where it was."""
         first = getattr(self, "_firstBand", None)
-        if first is not None and first[0] is viewWidget and self.scriptedEffect.parameter("Box"):
+        if first is not None and first[0] is viewWidget and self.controller.parameter("Box"):
             band = self.bandFor(viewWidget, None)
             band.finish(first[1], first[2])
             band.reposition(lambda ras: self.rasToXy(ras, viewWidget), viewWidget.sliceLogic().GetSliceOffset())
@@ -439,8 +441,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         settings = loadSettings()
         for name, field in (("Model", "model"), ("Device", "device")):
-            if self.scriptedEffect.parameter(name):
-                setattr(settings, field, self.scriptedEffect.parameter(name))
+            if self.controller.parameter(name):
+                setattr(settings, field, self.controller.parameter(name))
         return settings.validate()
 
     def onPreview(self):
