@@ -776,24 +776,27 @@ def test_an_unreadable_input_says_permission_denied(read_only_folder):
     hidden.mkdir()
     os.chmod(hidden, 0o700)  # root's: the child user may not look inside
     inner = save(lesion_volume(), hidden / "x.nrrd")
-    (base / "roi.mrk.json").write_text("{}")
-    os.chmod(base / "roi.mrk.json", 0o000)
+    for name in ("roi.mrk.json", "weights.pth"):
+        (base / name).write_text("{}")
+        os.chmod(base / name, 0o000)
     report, _ = run_unprivileged(
         """
         found = {}
         for name, read in [("image", lambda: imageio.read_image(sys.argv[2])),
                            ("hidden", lambda: imageio.read_image(sys.argv[3])),
-                           ("roi", lambda: markups.read_roi_json(sys.argv[4]))]:
+                           ("roi", lambda: markups.read_roi_json(sys.argv[4])),
+                           ("weights", lambda: weights.verify_checkpoint_file(sys.argv[5]))]:
             try:
                 read()
-            except errors.InputError as exc:
+            except (errors.InputError, errors.WeightsError) as exc:
                 found[name] = str(exc)
         print(json.dumps(found))
         """,
-        read_only_folder, image, inner, base / "roi.mrk.json",
+        read_only_folder, image, inner, base / "roi.mrk.json", base / "weights.pth",
     )
     assert report == {
         "image": f"cannot read {image}: permission denied",
         "hidden": f"cannot read {inner}: permission denied (on a folder above it)",
         "roi": f"cannot read {base / 'roi.mrk.json'}: permission denied",
+        "weights": f"cannot read checkpoint {base / 'weights.pth'}: permission denied",
     }
