@@ -99,7 +99,8 @@ def work_groups(summary):
     groups = [first]
     for case in CASE_ORDER:
         groups.append([(n, i) for n, i in items if n.split("/")[0] == case and (n, i) not in first])
-    return [g for g in groups if g]
+    # Within a group the shortest slice ranges first: a run cut short has measured the most structures.
+    return [sorted(g, key=lambda item: item[1]["box"][5] - item[1]["box"][2]) for g in groups if g]
 
 
 def describe(window):
