@@ -208,3 +208,22 @@ def test_the_slice_in_view_is_pre_encoded_and_its_preview_needs_no_encoder(scene
     assert predictor.encoded == encodedBefore, "the preview used the pre-encoded slice"
     controller.deactivate()
     assert controller.preEncoder is None and controller.previewNode() is None
+
+
+def test_an_added_box_reruns_only_the_slices_it_can_change(scene):
+    """Issue 12 in the effect: with a preview shown, a box added on another slice updates the preview,
+    and the slices on the far side of the first box are re-used from the last run, not decoded again."""
+    controller, label = scene["controller"], scene["label"]
+    i0, j0, k0, i1, j1, k1 = official_box(label)
+    middle = (k0 + k1) // 2
+    drag(controller, scene["volume"], (i0, j0, i1, j1), middle)
+    controller.editor.setParameter("SlicesAround", str(max(middle - k0, k1 - middle)))
+    first = controller.run("preview")
+    assert first.state == "previewed", first.message
+    drag(controller, scene["volume"], (i0 - 15, j0 - 10, i1, j1 + 30), k0, addBox=True)
+    controller.dropStalePreview()
+    second = controller.run("preview")
+    assert second.state == "previewed", second.message
+    assert k0 in second.info["keySlices"] and middle in second.info["keySlices"]
+    assert not [k for k in second.info["slices"] if k > middle], "the far side was re-used, not re-run"
+    assert controller.previewNode() is not None

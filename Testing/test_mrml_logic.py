@@ -114,22 +114,29 @@ def logic(predictor):
 
 
 # -- reading MRML: box, axis, window (no model) ----------------------------------------------
-def test_prepare_reads_box_axis_and_display_window(slicer_core, cases_dir, logic, vtk_messages):
+def test_prepare_reads_box_axis_and_window_choice(slicer_core, cases_dir, logic, vtk_messages):
     volume, _label, matrix = loadCase(slicer_core, cases_dir, CORD)
     roi = roiForIndexRange(slicer_core, matrix, CORD_LO, CORD_HI)
     request = logic.prepare(volume, roi)
     assert request.box == (*CORD_LO, *CORD_HI)
     assert request.axis == "k" and request.mode == "default"
+    # The default is MedSAM's own preprocessing, whatever the view shows (docs/SLICER.md measures why).
     display = volume.GetDisplayNode()
-    assert request.windowSpec == ("explicit", display.GetLevel(), display.GetWindow())
     display.AutoWindowLevelOff()  # as the GUI does when the user drags the window
     display.SetWindowLevel(300, 200)
-    assert logic.prepare(volume, roi).windowSpec == ("explicit", 200, 300)
+    assert request.windowSpec == ("auto", None)
+    assert logic.prepare(volume, roi).windowSpec == ("auto", None)
+    assert logic.prepare(volume, roi, window="auto").windowSpec == ("auto", None)
+    # The view's window/level only when asked for.
+    assert logic.prepare(volume, roi, window="view").windowSpec == ("explicit", 200, 300)
     assert logic.prepare(volume, roi, window=(100, 50)).windowSpec == ("explicit", 100, 50)
     assert logic.prepare(volume, roi, window="mr").windowSpec == ("auto", "MR")
     for bad in ["PET", (1, 2, 3), object()]:
         with pytest.raises(InputError):
             logic.prepare(volume, roi, window=bad)
+    volume.SetAndObserveDisplayNodeID(None)
+    with pytest.raises(InputError, match="display window"):
+        logic.prepare(volume, roi, window="view")
     # the ROI's z axis picks the slice axis: turn the ROI so its z runs along the volume's i
     roi.GetObjectToNodeMatrix().DeepCopy(slicercore.toVtkMatrix(rigid(rotation((0, 1, 0), 90), roi.GetCenter())))
     assert logic.prepare(volume, roi).axis == "i"
@@ -470,6 +477,19 @@ def test_write_mask_into_transformed_or_other_geometry(slicer_core, vtk_messages
 
     with pytest.raises(InputError, match="shape"):
         logic.writeMaskToSegment(mask[1:], volume, plain, "m")
+    assert not vtk_messages.errors
+
+
+def test_written_segments_are_visible_on_a_bare_segmentation_node(slicer_core, vtk_messages):
+    """The console example's AddNewNodeByClass("vtkMRMLSegmentationNode") has no display node, and
+    the batch panel may be given one like it: the result must still show in the views."""
+    shape = (6, 8, 8)
+    volume = slicer_core.addVolume(np.zeros(shape, np.int16), np.eye(4), "vol")
+    bare = slicer_core.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "bare")
+    assert bare.GetDisplayNode() is None
+    MedSAMLogic(predictor=object()).writeMaskToSegment(blob(shape, (1, 1, 1), (4, 5, 5)), volume, bare, "m")
+    display = bare.GetDisplayNode()
+    assert display is not None and display.GetVisibility() and display.GetVisibility2D()
     assert not vtk_messages.errors
 
 

@@ -181,6 +181,10 @@ def writeMaskToSegment(maskKji, volumeNode, segmentationNode, segmentName):
         if created:
             segmentation.RemoveSegment(segmentId)
         raise OutputError(f"Could not write segment '{segmentName}' into '{segmentationNode.GetName()}'")
+    if segmentationNode.GetDisplayNode() is None:
+        # A bare node (the console's AddNewNodeByClass) shows nothing in the views without one; Slicer's
+        # own Segmentations module creates them explicitly too.
+        segmentationNode.CreateDefaultDisplayNodes()
     return segmentId
 
 

@@ -36,23 +36,32 @@ class SegmentationRequest:
     addBoxes: list = field(default_factory=list)  # [(slice, (x0, y0, x1, y1)), ...] added key-slice boxes
 
 
+WINDOW_CHOICES = ("auto", "CT", "MR", "view")  # the official rule (guessed / CT / MR), or the view's W/L
+
+
 def _windowSpec(volumeNode, window):
-    """What intensity window to use, decided on the main thread (it may read the display node)."""
+    """What intensity window to use, decided on the main thread (it may read the display node).
+
+    None and "auto" are MedSAM's own preprocessing (CT window 40/400 or MR percentiles, guessed from
+    the voxels), what the model was trained on: Slicer's automatic display window of a CT is about
+    W 1800 / L -120, and feeding that to the model cost 0.1-0.2 Dice on CT organs (docs/SLICER.md).
+    "view" is the volume's display window/level, an explicit choice."""
     if window is None:
-        display = volumeNode.GetDisplayNode()
-        if display is not None and display.IsA("vtkMRMLScalarVolumeDisplayNode") and display.GetWindow() > 0:
-            # What the user sees in the slice views is what the model should see.
-            return ("explicit", float(display.GetLevel()), float(display.GetWindow()))
         return ("auto", None)
     if isinstance(window, str):
-        modality = window.strip().upper()
-        if modality not in ("CT", "MR", "AUTO"):
-            raise InputError(f"Unknown window {window!r}: use 'CT', 'MR', 'auto' or (level, width)")
-        return ("auto", None if modality == "AUTO" else modality)
+        choice = window.strip().upper()
+        if choice == "VIEW":
+            display = volumeNode.GetDisplayNode()
+            if display is None or not display.IsA("vtkMRMLScalarVolumeDisplayNode") or not display.GetWindow() > 0:
+                raise InputError(f"Volume '{volumeNode.GetName()}' has no display window/level to use")
+            return ("explicit", float(display.GetLevel()), float(display.GetWindow()))
+        if choice not in ("CT", "MR", "AUTO"):
+            raise InputError(f"Unknown window {window!r}: use 'auto', 'CT', 'MR', 'view' or (level, width)")
+        return ("auto", None if choice == "AUTO" else choice)
     try:
         level, width = (float(v) for v in window)
     except (TypeError, ValueError):
-        raise InputError(f"Window must be (level, width), 'CT', 'MR' or 'auto', got {window!r}") from None
+        raise InputError(f"Window must be (level, width), 'auto', 'CT', 'MR' or 'view', got {window!r}") from None
     return ("explicit", level, width)
 
 
@@ -163,19 +172,21 @@ class MedSAMLogic:
         return added_boxes_from_index_boxes(boxes, shape, axis, what="added box")
 
     # -- 2. compute (any thread, no MRML) -----------------------------------------------
-    def run(self, request, progressCallback=None, cancelCallback=None):
-        """(uint8 (K, J, I) mask, info). CancelledError if cancelCallback() turns True."""
+    def run(self, request, progressCallback=None, cancelCallback=None, previous=None):
+        """(uint8 (K, J, I) mask, info). CancelledError if cancelCallback() turns True.
+        previous: info["result"] of an earlier run; when only added boxes changed, the slices they
+        cannot change are taken from it instead of re-run (segment_volume's previous=)."""
         start = time.perf_counter()
         window = _requestWindow(request)
         result = segment_volume(
             self.predictor, request.volume, window, request.box, axis=request.axis,
             key_slice=request.keySlice, mode=request.mode, progress=progressCallback, cancel=cancelCallback,
-            add_boxes=request.addBoxes,
+            add_boxes=request.addBoxes, previous=previous,
         )
         info = dict(request.info, window=window.description, keySlice=result.key_slice,
                     keySlices=list(result.key_slices), fromKey=dict(result.from_key),
                     slices=list(result.slices), stopReasons=dict(result.stop_reasons),
-                    seconds=time.perf_counter() - start)
+                    seconds=time.perf_counter() - start, result=result)
         return result.mask, info
 
     # -- chained calls --------------------------------------------------------------------

@@ -92,6 +92,7 @@ class MedSAMEffectController:
         self.job = None  # the run in progress
         self.snapshot = None
         self.pending = None  # (labelmap, slab, signature) shown in the preview
+        self.lastResult = None  # the last run's PropagationResult: an added box re-runs only what it changes
         self._drags = {}  # view key -> start xy
         self.preEncoder = None
         self._preEncoderKey = None
@@ -244,7 +245,8 @@ class MedSAMEffectController:
         self.snapshot = RunSnapshot(action, self.editor.segmentationNode(), self.editor.selectedSegmentId(),
                                     volumeNode, volumeNode.GetImageData(), _geometry(volumeNode), tuple(request.box),
                                     request.axis, self.signature())
-        self.job = Job(lambda progress, cancelled: logic.run(request, progress, cancelled)).start()
+        previous = self.lastResult  # the engine re-uses its slices only if the run is the same but for added boxes
+        self.job = Job(lambda progress, cancelled: logic.run(request, progress, cancelled, previous)).start()
         self.setStatus("Segmenting (the model is loaded first if needed)...")
         return self.job
 
@@ -289,6 +291,7 @@ class MedSAMEffectController:
             self.setStatus(f"Result discarded because {why} during the run: nothing was changed")
             return RunOutcome("discarded", self.status)
         mask, info = job.result
+        self.lastResult = info.get("result")
         segmentationNode, volumeNode = snapshot.segmentationNode, snapshot.volumeNode
         reference = self.editor.referenceImage()
         if reference is None:
