@@ -16,10 +16,8 @@ import pytest
 
 from conftest import REPO_ROOT
 
-pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e .[web])")
-
-from engine_support import dice, shared_predictor  # noqa: E402
-from web_support import AppThread, chromium, skip_or_fail  # noqa: E402
+from engine_support import dice, shared_predictor
+from web_support import AppThread, chromium, require_web, skip_or_fail
 
 BRAIN = REPO_ROOT / "MedSAMSegment" / "MedSAMSegmentLib" / "data" / "pyradiomics-brain1"
 IMAGE, LABEL = BRAIN / "brain1_image.nrrd", BRAIN / "brain1_label.nrrd"
@@ -52,6 +50,7 @@ def _cli_mask(tmp_path, box, monkeypatch):
 
 @pytest.fixture
 def browser():
+    require_web()
     path, why = chromium()
     if path is None:
         skip_or_fail(why)

