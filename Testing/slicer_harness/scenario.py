@@ -54,20 +54,30 @@ class EffectSession:
     def _observeMrmlThreads(self):
         """MRML changes of the scene and the session's nodes must happen on the main thread."""
         scene, modified = self.core.scene, vtk.vtkCommand.ModifiedEvent
-        threadcheck.observeOnMainThread(scene, (scene.NodeAddedEvent, scene.NodeRemovedEvent), "scene")
-        threadcheck.observeOnMainThread(self.segmentation, (modified,), "segmentation node")
         segmentation = self.segmentation.GetSegmentation()
-        threadcheck.observeOnMainThread(segmentation, (segmentation.SegmentModified, segmentation.SegmentAdded,
-                                                       segmentation.SegmentRemoved), "segmentation")
-        threadcheck.observeOnMainThread(self.volume, (modified,), "source volume")
-        threadcheck.observeOnMainThread(self.editor.parameterSetNode, (
-            modified, slicer.vtkMRMLSegmentEditorNode.EffectParameterModified), "segment editor node")
+        observed = (
+            (scene, (scene.NodeAddedEvent, scene.NodeRemovedEvent), "scene"),
+            (self.segmentation, (modified,), "segmentation node"),
+            (segmentation, (segmentation.SegmentModified, segmentation.SegmentAdded, segmentation.SegmentRemoved),
+             "segmentation"),
+            (self.volume, (modified,), "source volume"),
+            (self.editor.parameterSetNode, (modified, slicer.vtkMRMLSegmentEditorNode.EffectParameterModified),
+             "segment editor node"),
+        )
+        # Removed at __exit__: a scene freed later by the garbage collector, in whatever thread it
+        # happens to run, must not count against the next test.
+        self._threadObservations = [(obj, threadcheck.observeOnMainThread(obj, events, label))
+                                    for obj, events, label in observed]
 
     @property
     def threadViolations(self):
         return list(threadcheck.violations)
 
     def __exit__(self, *exc):
+        for obj, tags in getattr(self, "_threadObservations", []):
+            for tag in tags:
+                obj.RemoveObserver(tag)
+        self._threadObservations = []
         try:
             if getattr(self, "editor", None) is not None:
                 self.editor.close()
