@@ -97,6 +97,20 @@ def test_slider_is_in_slice_indices_and_probe_names_the_voxel(session):
     assert session.state.probe.startswith(f"{BOX[0]} {BOX[1]} {BOX[2]} ")
 
 
+def test_mouse_wheel_and_arrow_keys_change_the_slice(session):
+    view = session.views["axial"]
+    interactor = view.interactor()
+    interactor.SetEventInformation(SIZE // 2, SIZE // 2, 0, 0)
+    interactor.InvokeEvent("MouseWheelForwardEvent")
+    assert session._sliceIndex(view)[2] == BOX[2] + 1
+    interactor.SetKeySym("Up")
+    interactor.InvokeEvent("KeyPressEvent")
+    interactor.InvokeEvent("KeyReleaseEvent")
+    assert session._sliceIndex(view)[2] == BOX[2] + 2
+    assert session.state["slice_axial"] == BOX[2] + 2  # the slider follows
+    session.setSliceIndex("axial", BOX[2])
+
+
 def test_drag_sets_the_controllers_box_and_apply_is_one_undo_step(session):
     session.state.update({"mode": "slice", "apply_mode": "set", "preview_on_release": False})
     session.applyParameters()
