@@ -280,6 +280,7 @@ class MedSAMEffectController:
         self.job = None
         if job is None:  # apply of an up-to-date preview
             self._applyPending()
+            self.setStatus("Applied the preview (Undo reverts it)")
             return RunOutcome("applied", self.status)
         if job.cancelled:
             self.setStatus("Cancelled: nothing was changed")
