@@ -13,7 +13,8 @@ def add_parser(commands, add_common):
         "Exit status: 0 all rows done, 3 some rows failed, 2 the manifest cannot be used.",
     )
     batch.add_argument("manifest", help="CSV with a header, or JSON Lines (.jsonl); see the README for the columns")
-    batch.add_argument("--output-dir", "-o", required=True, metavar="DIR", help="folder for outputs and report (created)")
+    batch.add_argument("--output-dir", "-o", required=True, metavar="DIR",
+                       help="folder for the outputs and the report (created if missing)")
     where = batch.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1, metavar="N",
                        help="local worker processes, sharing the CPU threads (default: 1, in this process)")

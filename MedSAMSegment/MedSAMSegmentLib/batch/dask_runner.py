@@ -51,7 +51,8 @@ def run_on_dask(tasks, on_lines, scheduler=None, local_workers=None, threads=Non
             try:
                 done = future.result()
             except Exception as exc:  # noqa: BLE001 - the task failed even after retries
-                done = [result_line(row, "failed", f"Dask task failed: {type(exc).__name__}: {exc}") for row in task.rows]
+                reason = f"Dask task failed: {type(exc).__name__}: {exc}"
+                done = [result_line(row, "failed", reason) for row in task.rows]
             on_lines(done)
             lines += done
     finally:

@@ -234,6 +234,8 @@ def load_manifest(path, output_dir, default_model="litemedsam"):
     for row in rows:
         key = os.path.normcase(row.output)
         if key in seen:
-            raise ManifestError(f"manifest {path}: rows {seen[key]} and {row.number} write the same output {row.output}")
+            raise ManifestError(
+                f"manifest {path}: rows {seen[key]} and {row.number} write the same output {row.output}"
+            )
         seen[key] = row.number
     return rows

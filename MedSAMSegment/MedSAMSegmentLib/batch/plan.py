@@ -67,6 +67,7 @@ def _group_outputs(rows, output_dir):
 def plan(rows, output_dir, options, overwrite=False, group_by_image=False):
     """(tasks, result lines of rows that need no work)."""
     inputs = cohort_inputs(rows)
+    inputs.add(options.checkpoint, "the --checkpoint weights file")
     hashes = _weights_hashes(rows, options)
     lines, by_image = [], {}
     groups = _group_outputs(rows, output_dir) if group_by_image else {}

@@ -8,7 +8,9 @@ import time
 
 def _clock(seconds):
     seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class BatchProgress:
@@ -43,8 +45,10 @@ class BatchProgress:
         eta = elapsed / done * (total - done) if done else None
         filled = min(self.width, int(self.width * self.finished / max(1, self.rows)))
         bar = "#" * filled + "-" * (self.width - filled)
-        return (f"batch [{bar}] rows {self.finished}/{self.rows}, slices {done}/{'~' if done < total else ''}{total:.0f}, "
-                f"{_clock(elapsed)} elapsed" + (f", ETA {_clock(eta)}" if eta is not None and self.finished < self.rows else ""))
+        approximate = "~" if done < total else ""
+        text = f"batch [{bar}] rows {self.finished}/{self.rows}, slices {done}/{approximate}{total:.0f}, "
+        text += f"{_clock(elapsed)} elapsed"
+        return text + (f", ETA {_clock(eta)}" if eta is not None and self.finished < self.rows else "")
 
     def _draw(self, force=False):
         if self.tty:

@@ -30,13 +30,13 @@ def write_report(output_dir, lines, summary):
             writer.writerow({k: "" if line.get(k) is None else line[k] for k in COLUMNS})
 
     _atomic_text(os.path.join(output_dir, "report.csv"), as_csv)
-    _atomic_text(os.path.join(output_dir, "report.json"),
-                 lambda f: json.dump({"summary": summary, "rows": [{k: line.get(k) for k in COLUMNS} for line in lines]},
-                                     f, indent=1))
+    document = {"summary": summary, "rows": [{k: line.get(k) for k in COLUMNS} for line in lines]}
+    _atomic_text(os.path.join(output_dir, "report.json"), lambda f: json.dump(document, f, indent=1))
 
 
 def summarise(lines, seconds, interrupted=False):
-    counts = {status: sum(1 for line in lines if line["status"] == status) for status in ("done", "skipped", "failed", "not run")}
+    statuses = [line["status"] for line in lines]
+    counts = {status: statuses.count(status) for status in ("done", "skipped", "failed", "not run")}
     counts["rows"] = len(lines)
     counts["seconds"] = round(seconds, 2)
     counts["interrupted"] = interrupted
