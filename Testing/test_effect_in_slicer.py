@@ -535,3 +535,49 @@ def test_reading_parameters_logs_no_qcritical(session_for):
     session.effect.updateGUIFromMRML()
     session.effect.self().settings()
     assert session.effect.criticals == []
+
+
+# -- 7. correcting with added key-slice boxes (issue 12) -------------------------------------------------------
+def test_added_boxes_update_the_preview_stay_visible_and_are_removed_one_by_one(session_for):
+    """With a preview shown, Shift+drag on another slice adds a key box: it stays drawn on its slice, the
+    next Preview uses it, Remove box drops it (and its rectangle), and Apply is one undo step."""
+    session = session_for("aligned")
+    python = session.effect.self()
+    box = tumourBox()
+    drag(session, "Axial", box[:3], box[3:])
+    session.effect.setParameter("Mode", "propagate")
+    session.effect.setParameter("SlicesAround", "3")
+    session.click("Preview")
+    assertNoFailures(session)
+    assert python.previewNode() is not None, status(session)
+
+    keySlice = box[2] - 2
+    low, high = labelCorners(2, keySlice)
+    widget = session.view("Axial")
+    widget.jumpToRas(session.ijkToRasPoint(low))
+    widget.drag(widget.rasToXy(session.ijkToRasPoint(low)), widget.rasToXy(session.ijkToRasPoint(high)), shift=True)
+    assertNoFailures(session)
+    assert [b.keySlice for b in python.controller.addedBoxes()] == [keySlice]
+    assert python.keyBoxCombo.count == 1 and python.removeKeyBoxButton.enabled
+    keyBand = python.bands[(widget, keySlice)]
+    assert keyBand.actor.GetVisibility(), "the added box is drawn on its slice"
+    assert python.previewNode() is None, "the preview of the first box alone is stale"
+
+    session.click("Preview")
+    assertNoFailures(session)
+    assert python.previewNode() is not None, status(session)
+    withBox = python.controller.lastResult
+    assert keySlice in withBox.key_slices
+
+    session.click("Remove box")
+    assertNoFailures(session)
+    assert python.controller.addedBoxes() == [] and python.keyBoxCombo.count == 0
+    assert not keyBand.actor.GetVisibility(), "its rectangle goes with it"
+
+    session.click("Preview")
+    session.click("Apply")
+    assertNoFailures(session)
+    applied = session.segmentArray() > 0
+    assert applied.sum() > 0
+    session.editor.undo()
+    assert session.segmentArray().sum() == 0, "all slices of the apply are one undo step"
