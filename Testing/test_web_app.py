@@ -137,6 +137,26 @@ def test_drag_sets_the_controllers_box_and_apply_is_one_undo_step(session):
     assert np.array_equal(_mask(session), applied)
 
 
+def test_shift_drag_on_another_slice_adds_a_key_slice_box(session):
+    session.controller.clearBoxes()
+    _drag(session, BOX[:3], BOX[3:])
+    other = BOX[2] + 2
+    session.setSliceIndex("axial", other)
+    _drag(session, (BOX[0], BOX[1], other), (BOX[3], BOX[4], other), shift=True)
+    assert session.controller.prompt().box == BOX
+    assert [(b.keySlice, b.box) for b in session.controller.addedBoxes()] == [
+        (other, (BOX[0], BOX[1], other, BOX[3], BOX[4], other))]
+    session.controller.clearBoxes()
+    session.setSliceIndex("axial", BOX[2])
+
+
+def test_window_level_fields_set_the_display(session):
+    display = session.volumeNode.GetScalarVolumeDisplayNode()
+    session.state.update({"window": 321.0, "level": 123.0})
+    session.applyWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == (321.0, 123.0)
+
+
 def test_press_during_a_run_is_answered_and_draws_nothing(session):
     from MedSAMSegmentLib.effect.job import Job
 

@@ -23,7 +23,7 @@ def buildLayout(server, session):
     with VAppLayout(server, full_height=True, theme="dark") as layout:
         client.Style(
             "html { overflow: hidden; } .medsam-view { position: relative; flex: 1; min-height: 0; border: 1px solid #222;"
-            " background: black; } .medsam-panel { width: 330px; overflow-y: auto; padding: 8px; }"
+            " background: black; } .medsam-view > * { position: absolute; inset: 0; } .medsam-panel { width: 330px; overflow-y: auto; padding: 8px; }"
             " .medsam-row { display: flex; gap: 6px; align-items: center; margin: 4px 0; }"
             " .medsam-status { white-space: pre-wrap; font-size: 0.85rem; }")
         with html.Div(style="display: flex; height: 100vh;"):
@@ -41,7 +41,7 @@ def _views(server, session, html, v3, client):
             with html.Div(classes="medsam-view", raw_attrs=_testid(f"view-{key}")):
                 client.ServerTemplate(name=server.translator.translate_key(view.get_singleton_tag()))
             v3.VSlider(v_model=(f"slice_{key}",), min=0, max=(f"slice_{key}_max",), step=1, hide_details=True, density="compact",
-                       raw_attrs=_testid(f"slider-{key}"), classes="mx-2")
+                       raw_attrs=_testid(f"slider-{key}"), classes="mx-2", style="flex: 0 0 auto;")
 
     with html.Div(style="flex: 2; display: flex; flex-direction: column; min-width: 0; height: 100%;"):
         viewBox(VIEWS[0][0])

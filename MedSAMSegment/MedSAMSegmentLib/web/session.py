@@ -140,7 +140,7 @@ class WebSession:
         self._refreshSegments()
         self._refreshUndo()
         state.change("mode", "range", "slices_around", "apply_mode", "intensity", "add_box")(self.applyParameters)
-        state.change("window", "level")(self._onWindowLevel)
+        state.change("window", "level")(self.applyWindowLevel)
         state.change("active_segment")(self._onSelectSegment)
 
     def _bindSlider(self, key, view):
@@ -260,7 +260,8 @@ class WebSession:
         self.controller.dropStalePreview()
         self.renderAll()
 
-    def _onWindowLevel(self, **_):
+    def applyWindowLevel(self, **_):
+        """The page's window/level fields become the volume's display window/level."""
         display = self.volumeNode.GetScalarVolumeDisplayNode()
         try:
             window, level = float(self.state.window), float(self.state.level)
