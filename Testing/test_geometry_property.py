@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from MedSAMSegmentLib import geometry
@@ -40,8 +40,11 @@ def voxel_centres_inside(object_to_ras, size, ijk_to_ras, shape_kji):
     kk, jj, ii = np.meshgrid(*[np.arange(n) for n in shape_kji], indexing="ij")
     ras = ijk_to_ras @ np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)])
     local = np.linalg.solve(object_to_ras, ras)[:3]
-    half = np.asarray(size)[:, None] / 2
-    return np.all(np.abs(local) <= half + geometry.INSIDE_TOLERANCE_MM, axis=0).reshape(shape_kji)
+    limit = np.asarray(size)[:, None] / 2 + geometry.INSIDE_TOLERANCE_MM
+    # A centre within rounding error of a face is inside by one matrix chain and outside by the other:
+    # such examples test floating point, not the box (e.g. a corner generated at exactly 1e-6).
+    assume(np.all(np.abs(np.abs(local) - limit) > 1e-9))
+    return np.all(np.abs(local) <= limit, axis=0).reshape(shape_kji)
 
 
 def expected_box(inside):
