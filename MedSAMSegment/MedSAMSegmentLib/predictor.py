@@ -52,7 +52,7 @@ class Predictor:
         self.encoded = 0  # slices encoded by foreground calls (background encodes are not counted)
         self.adopted = 0  # background encodes a foreground call finished instead of starting again
         self._lock = threading.RLock()
-        self._turn = threading.Condition(threading.Lock())  # guards the two fields below
+        self._turn = threading.Condition(threading.Lock())  # guards the three fields below
         self._foreground = 0  # foreground calls waiting for the network or using it
         self._foreground_ended = float("-inf")  # time.monotonic() when the last one ended
         self._background = {}  # cache key -> BackgroundEncode in progress, for adoption
@@ -173,7 +173,11 @@ class Predictor:
             run = self._background.pop(key, None)
         if run is None or run.generation != self.encoder_generation:
             return None
-        emb = run.finish()
+        try:
+            emb = run.finish()
+        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory: the normal path copes with it
+            log.warning("could not finish a background encode (%s); encoding the slice again", exc)
+            return None
         self.adopted += 1
         self.cache.put(key, emb)
         return emb
