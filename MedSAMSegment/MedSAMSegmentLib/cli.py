@@ -61,7 +61,7 @@ def build_parser():
     from .registry import DEFAULT_MODEL, known_models
 
     parser = _Parser(prog=PROG, description="MedSAM / LiteMedSAM box-prompted segmentation of medical images.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{segment,batch,demo}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{segment,batch,demo,web}", parser_class=_Parser)
 
     seg = commands.add_parser(
         "segment",
@@ -119,6 +119,10 @@ def build_parser():
     from .batch.command import add_parser as add_batch_parser
 
     add_batch_parser(commands, _add_common)
+
+    from .web.command import add_parser as add_web_parser
+
+    add_web_parser(commands, _add_common)
 
     demo = commands.add_parser(
         "demo",

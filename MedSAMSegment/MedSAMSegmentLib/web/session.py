@@ -209,6 +209,7 @@ class WebSession:
         """A message for the page (refusals, errors): shown in the status line and the error line."""
         self.state.status = text
         self.state.error = text
+        self.state.flush()  # also when it answers a mouse event, which is no page trigger
 
     def _refreshSegments(self):
         segmentation = self.segmentationNode.GetSegmentation()
