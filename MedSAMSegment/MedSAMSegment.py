@@ -161,7 +161,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
         self.urlEdit.placeholderText = _("Direct download URL of medsam_vit_b.pth (the official copy is on Google Drive)")
         form.addRow(_("URL:"), self.urlEdit)
         self.sha256Edit = qt.QLineEdit()
-        self.sha256Edit.placeholderText = _("Optional SHA-256 checksum to verify the file")
+        self.sha256Edit.placeholderText = _("SHA-256 checksum of the file (required: a download is used only if it matches)")
         form.addRow(_("SHA-256:"), self.sha256Edit)
         self.downloadButton = qt.QPushButton(_("Download MedSAM ViT-B weights"))
         self.downloadButton.connect("clicked()", self.onDownload)
