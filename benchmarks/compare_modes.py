@@ -5,7 +5,7 @@ range padded by 3 slices on each side (as a user's ROI usually is), and every ot
 the same cases (boxes made the same way: tight box of the label on its middle slice, the
 label's slice range, padded by 3).
 
-    python benchmarks/compare_modes.py [--only SUBSTRING] [--no-extra | --extra-only]
+    python benchmarks/compare_modes.py [--only SUBSTRING] [--no-extra | --extra-only] [--embeddings-dir DIR]
 """
 
 import argparse
@@ -18,6 +18,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import embedding_store  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
@@ -62,7 +64,7 @@ def extra_items(summary):
     return items
 
 
-def run_table(pred, items, padding):
+def run_table(pred, items, padding, embeddings_dir=None):
     from MedSAMSegmentLib.intensity import auto_window
     from MedSAMSegmentLib.propagation import segment_volume
 
@@ -71,6 +73,9 @@ def run_table(pred, items, padding):
         if case not in cache:
             image, label = load(case)
             cache = {case: (image, label, auto_window(image, modality=modality))}
+            if embeddings_dir:  # robustness.py's native grid of the case: the same slices
+                store = Path(embeddings_dir) / f"{case}__native.pt"
+                embedding_store.load(pred, store, embedding_store.slice_keys(pred, image, cache[case][2]))
         image, label, window = cache[case]
         gt = label == label_value
         b = pad(list(box), padding, image.shape[0])
@@ -110,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="run structures whose name contains this")
     parser.add_argument("--no-extra", action="store_true", help="skip the labels outside the reference set")
     parser.add_argument("--extra-only", action="store_true", help="only the labels outside the reference set")
+    parser.add_argument("--embeddings-dir", help="read slice embeddings stored by robustness.py")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     pred = Predictor(device="cpu", precision="float32", cache_mb=6000)
@@ -117,11 +123,11 @@ def main(argv=None):
     ref_items = [(n, n.split("/")[0], i["label"], i["modality"], i["box"])
                  for n, i in summary.items() if args.only in n]
     if not args.extra_only:
-        print_table("Reference structures, reference slice range", run_table(pred, ref_items, 0))
-        print_table("Reference structures, range padded by 3 slices", run_table(pred, ref_items, 3))
+        print_table("Reference structures, reference slice range", run_table(pred, ref_items, 0, args.embeddings_dir))
+        print_table("Reference structures, range padded by 3 slices", run_table(pred, ref_items, 3, args.embeddings_dir))
     if not args.no_extra:
         extra = [item for item in extra_items(summary) if args.only in item[0]]
-        print_table("Labels outside the reference set, range padded by 3 slices", run_table(pred, extra, 3))
+        print_table("Labels outside the reference set, range padded by 3 slices", run_table(pred, extra, 3, args.embeddings_dir))
     print(f"\nencoded slices: {pred.encoded}")
 
 

@@ -11,7 +11,8 @@ mode="default" starts the same way and differs in two things.
   decodes the same box widened by 10 % per side, and keeps the mask that scores best on two
   signals: the decoder's own IoU estimate (is this a clean object for this box?) times its Dice
   with the previous slice's mask (adjacent slices of one object look alike). A leak into a
-  neighbour loses on the second, a mask that shrinks because of its box on both.
+  neighbour loses on the second, a mask that shrinks because of its box on both. Objects too thin
+  to have an interior are not offered the wider box (under a pixel there; the choice is noise).
 - Where it stops. In each direction it stops where the object ends, and does not write that slice:
   - the mask is empty (the official code would re-use the original box, which can land on a
     neighbouring structure);
@@ -20,6 +21,12 @@ mode="default" starts the same way and differs in two things.
     are read in the mask's interior, away from partial volume at its edge, and objects too thin
     to have an interior are not tested;
   - less than half of the mask lies inside the box that prompted it (it segmented a neighbour).
+  One bad slice is not enough: a thin object on a coarse grid is a few pixels that the model can
+  miss on one slice, or move a pixel out of its box. On a bad slice the default first retries with
+  the last good mask's box widened by 50 % per side (kept only if it passes every rule); failing
+  that, it leaves the slice unwritten and prompts the next one from the last good mask, and stops
+  only when that slice is bad too (writing neither). An empty key slice is such a bad slice too:
+  the slices next to it are prompted with the given box, as the official procedure does.
 It never leaves the given range. The rules are physical, not fitted to the reference cases;
 benchmarks/compare_modes.py measures them against the official procedure.
 """
@@ -56,6 +63,18 @@ class DefaultRules:
     # fix; elsewhere they only risk a leak), also try the official box widened by each of these
     # fractions of its width/height per side. () prompts with the official box only.
     margins: tuple = (0.1,)
+    # Objects too thin to have an interior (see min_interior) are not offered the wider box: a 10 %
+    # margin is under a pixel there, and the choice between two near-equal specks is noise that
+    # lets the mask drift off a thin object (a cord, a small vessel) on a coarse grid.
+    widen_thin: bool = False
+    # A stop needs two bad slices in a row. On a slice where a rule fires, first retry: the last
+    # good mask's box widened by each of these fractions of its size per side (a thin object on a
+    # coarse grid moves by about its own width per slice, out of a box with a 3-px margin). A retry
+    # counts only if it passes every rule against the box that prompted the bad slice. Without a
+    # good retry the slice is not written and the next one is prompted from the last good mask;
+    # the direction stops only if that slice is bad too (and neither is written).
+    retry_margins: tuple = (0.5,)
+    confirm_stop: bool = True
 
 
 DEFAULT_RULES = DefaultRules()
@@ -144,8 +163,9 @@ class _Propagator:
         box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
         return self.t.box_official(self.box2d, self.hw) if box is None else box
 
-    def run_direction(self, order, first_prev):
-        """Segment slices in `order`; returns why it stopped (None: reached the end)."""
+    def run_direction(self, order, first_prev, pending=None):
+        """Segment slices in `order`; returns why it stopped (None: reached the end). pending: why
+        the slice before order[0] was bad (a stop rule fired there), so one more bad slice stops."""
         prev = first_prev
         for pos, index in enumerate(order):
             if self.cancel is not None and self.cancel():
@@ -157,7 +177,7 @@ class _Propagator:
                 self.p.embeddings(list(lookup), lambda k: self.src.image(lookup[k]))
             emb = self.p.embedding(key, self.src.image(index))
             box = self._prompt(prev)
-            if self.mode == "default" and self.rules.margins and prev is not None:
+            if self.mode == "default" and self.rules.margins and prev is not None and self._widens(prev):
                 mask, box = self._best_candidate(emb, box, prev)
             else:
                 mask = self.p.decode(emb, box, self.hw)
@@ -168,13 +188,22 @@ class _Propagator:
                 self.progress(self.done, self.total)
             if self.mode == "default":
                 reason = self._stop_reason(mask, prev, box, self.src.image(index))
+                if reason and prev is not None and self.rules.retry_margins:
+                    mask, reason = self._retry(emb, prev, box, self.src.image(index), mask, reason)
                 if reason:
                     self.src.forget(index)
-                    return reason
+                    if not self.rules.confirm_stop or pending is not None:
+                        return pending or reason
+                    pending = reason  # one bad slice: skip it, prompt the next from the last good mask
+                    continue
+                pending = None
             self.src.forget(index)
             self.masks[index] = mask
             prev = mask
-        return None
+        return pending
+
+    def _widens(self, prev):
+        return self.rules.widen_thin or _interior(prev).sum() >= self.rules.min_interior
 
     def _best_candidate(self, emb, box, prev):
         """(mask, box): the official prompt's, unless its mask shrinks and a wider box scores
@@ -187,6 +216,17 @@ class _Propagator:
         masks, ious = masks + more, np.concatenate([ious, more_ious])
         best = int(np.argmax([iou * dice(m, prev) for m, iou in zip(masks, ious)]))
         return masks[best], boxes[best]
+
+    def _retry(self, emb, prev, box, image, mask, reason):
+        """(mask, reason) after retrying a bad slice with the last good mask's box widened; the
+        first retry that passes every rule, judged against the original prompt `box`, wins."""
+        base = self._prompt(prev)
+        boxes = _widened(base, self.rules.retry_margins, self.t.model_extent(self.hw))[1:]
+        masks, _ = self.p.decode_many(emb, boxes, self.hw)
+        for candidate in masks:
+            if candidate.any() and self._stop_reason(candidate, prev, box, image) is None:
+                return candidate, None
+        return mask, reason
 
     def _stop_reason(self, mask, prev, box, image):
         if not mask.any():
@@ -245,10 +285,11 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     run = _Propagator(predictor, source, box2d, hw, mode, progress, cancel, last - first + 1, rules)
     reasons = {"up": run.run_direction(list(range(key_slice, last + 1)), None)}
     start_mask = run.masks.get(key_slice)
-    if mode == "default" and start_mask is None:
+    if mode == "default" and start_mask is None and not rules.confirm_stop:
         reasons["down"] = "nothing found on the key slice"
-    else:
-        reasons["down"] = run.run_direction(list(range(key_slice - 1, first - 1, -1)), start_mask)
+    else:  # an empty key slice is one bad slice: the next one down is prompted with the given box
+        pending = "nothing found on the key slice" if mode == "default" and start_mask is None else None
+        reasons["down"] = run.run_direction(list(range(key_slice - 1, first - 1, -1)), start_mask, pending)
     mask = np.zeros(volume.shape, np.uint8)
     for index, m in run.masks.items():
         mask[slice_index(axis, index)] = m
