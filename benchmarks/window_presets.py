@@ -103,6 +103,22 @@ def work_groups(summary):
     return [sorted(g, key=lambda item: item[1]["box"][5] - item[1]["box"][2]) for g in groups if g]
 
 
+def window_of(image, modality, window_level):
+    from MedSAMSegmentLib.intensity import auto_window
+
+    explicit = None if window_level is None else (window_level[1], window_level[0])  # (level, width)
+    return auto_window(image, modality=modality, window=explicit)
+
+
+def record_windows(data, summary):
+    """data["windows"]: what each window maps to 0..255 on each case (cheap: no model)."""
+    modality = {n.split("/")[0]: i["modality"] for n, i in summary.items()}
+    for case in CASE_ORDER:
+        image, _ = load(case)
+        data["windows"][case] = {wname: {"window_level": wl, **describe(window_of(image, modality[case], wl))}
+                                 for wname, wl in windows_for(case, modality[case], data["slicer_auto"][case])}
+
+
 def describe(window):
     return {"lo": window.lo, "hi": window.hi, "vmin": window.vmin, "vmax": window.vmax,
             "zero_stays_zero": window.zero_stays_zero, "description": window.description}
@@ -125,7 +141,6 @@ def save(data, path):
 def measure(data, summary, only, json_path, chosen=None, threads=2):
     import torch
 
-    from MedSAMSegmentLib.intensity import auto_window
     from MedSAMSegmentLib.predictor import Predictor
     from MedSAMSegmentLib.propagation import segment_volume
 
@@ -145,8 +160,7 @@ def measure(data, summary, only, json_path, chosen=None, threads=2):
         for wname, wl in windows_for(case, modality, data["slicer_auto"][case]):
             if chosen and wname not in chosen:
                 continue
-            window = auto_window(image, modality=modality, window=None if wl is None else (wl[1], wl[0]))
-            data["windows"].setdefault(case, {})[wname] = {"window_level": wl, **describe(window)}
+            window = window_of(image, modality, wl)
             for name, info in group:
                 if wname in results.get(name, {}):
                     continue
@@ -211,10 +225,11 @@ def report(data, summary):
             wl_text = "rule" if wl is None else f"{wl[0]:g} / {wl[1]:g}"
             span = f"[{w['vmin']:g}, {w['vmax']:g}]" + (" (zeros stay 0)" if w["zero_stays_zero"] else "")
             out.append(f"| {case} | {wname} | {wl_text} | {span} |")
-    missing = [f"{n} × {w}" for n in ct for w in ct_windows if w not in data["dice"].get(n, {})]
-    missing += [f"{n} × {w}" for n in mr for w in ("official", "Slicer auto") if w not in data["dice"].get(n, {})]
+    missing = [(n, [w for w in (ct_windows if n in ct else ct_windows[:2]) if w not in data["dice"].get(n, {})])
+               for n in ct + mr]
+    missing = [f"{n} ({', '.join(ws)})" for n, ws in missing if ws]
     if missing:
-        out += ["", f"Not measured yet ({len(missing)}): " + "; ".join(missing)]
+        out += ["", f"Not measured ({len(missing)} structures): " + "; ".join(missing) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -255,6 +270,7 @@ def main(argv=None):
         measure(data, summary, args.only, json_path, [w for w in args.windows.split(",") if w],
                 args.threads)
         save(data, json_path)
+    record_windows(data, summary)
     text = report(data, summary)
     md_path.write_text(text)
     print(text)
