@@ -183,6 +183,32 @@ def test_apply_add_and_replace_in_processed_slices(slicer_core, volume, vtk_mess
     assert not vtk_messages.errors
 
 
+def test_replace_on_a_tilted_segmentation_grid_keeps_the_segment_outside_the_processed_slices(
+        slicer_core, volume, vtk_messages):
+    """The slab of processed slices on a segmentation grid tilted 40 degrees against the volume holds the
+    grid voxels of those slices, not the bounding box of its corners (which spanned many more slices
+    and erased the segment there)."""
+    turn = np.radians(40)
+    tilt = np.eye(4)
+    tilt[:3, :3] = [[1, 0, 0], [0, np.cos(turn), -np.sin(turn)], [0, np.sin(turn), np.cos(turn)]]
+    tilted = slicer_core.addVolume(np.zeros((24, 60, 60), np.uint8), tilt @ IJK_TO_RAS @ np.diag([1, 1, 0.4, 1]), "tilted")
+    segmentation = slicer_core.addSegmentation(referenceVolume=tilted)
+    logic = MedSAMLogic()
+    old = block((0, 0, 0), (SHAPE[2] - 1, SHAPE[1] - 1, SHAPE[0] - 1))  # the whole volume
+    segmentId = logic.writeMaskToSegment(old, volume, segmentation, "target")
+    editor, editorNode = slicer_core.addSegmentEditor(segmentation, volume)
+    editorNode.SetSelectedSegmentID(segmentId)
+    reference = editor.GetAlignedSourceVolume()
+    slab = labelmaps.slabLabelmap((0, 0, 6, SHAPE[2] - 1, SHAPE[1] - 1, 6), "k", volume, segmentation, reference)
+    editor.SaveStateForUndo()
+    editor.ModifySegmentByLabelmap(segmentation, segmentId, slab, editor.ModificationModeRemove, True, False)
+    result = segmentMask(slicer_core, segmentation, segmentId, volume)
+    kept = np.flatnonzero(result.any(axis=(1, 2)))
+    assert set(range(SHAPE[0])) - set(kept) <= {5, 6, 7}, f"slices emptied: {sorted(set(range(SHAPE[0])) - set(kept))}"
+    assert not result[6].all(), "slice 6 itself was processed"
+    assert not vtk_messages.errors
+
+
 def test_apply_honours_the_editable_area(slicer_core, volume, vtk_messages):
     segmentation = slicer_core.addSegmentation(referenceVolume=volume)
     logic = MedSAMLogic()

@@ -36,33 +36,25 @@ def maskToLabelmap(maskKji, volumeNode, segmentationNode, referenceImage):
 
 
 def slabLabelmap(box, axis, volumeNode, segmentationNode, referenceImage):
-    """Labelmap of ones on referenceImage's grid over the processed slices of the volume (the box's
-    slices along `axis`, each whole). "Replace in the processed slices" removes this slab from the
-    segment, then adds the mask: the editor's "set" mode would clear the segment everywhere."""
+    """Labelmap on referenceImage's grid of the processed slices of the volume (the box's slices along
+    `axis`, each whole). "Replace in the processed slices" removes this slab from the segment, then adds
+    the mask: the editor's "set" mode would clear the segment everywhere.
+
+    Built in the volume's own voxels and resampled (nearest) like the mask: on a grid tilted against
+    the volume, the bounding box of the slab's corners would span many more slices than were processed
+    and erase the segment there."""
     position = AXIS_POSITION[axis]
-    dims = np.array(mrml_io.volumeArray(volumeNode).shape[::-1]) - 1
-    lo = [box[p] if p == position else 0 for p in range(3)]
-    hi = [box[p + 3] if p == position else int(dims[p]) for p in range(3)]
-    volumeToReference = np.linalg.inv(_imageToWorld(referenceImage)) @ mrml_io.volumeToSegmentationMatrix(
-        volumeNode, segmentationNode)
-    corners = np.array([[x, y, z, 1.0] for x in (lo[0] - 0.5, hi[0] + 0.5) for y in (lo[1] - 0.5, hi[1] + 0.5)
-                        for z in (lo[2] - 0.5, hi[2] + 0.5)])
-    inReference = (volumeToReference @ corners.T).T[:, :3]
-    extent = np.array(referenceImage.GetExtent())
-    first = np.maximum(np.ceil(inReference.min(axis=0) - 1e-6).astype(int), extent[0::2])
-    last = np.minimum(np.floor(inReference.max(axis=0) + 1e-6).astype(int), extent[1::2])
+    shape = list(mrml_io.volumeArray(volumeNode).shape)  # (K, J, I)
+    first, last = int(box[position]), int(box[position + 3])
+    shape[2 - position] = last - first + 1
+    offset = [0, 0, 0]
+    offset[position] = first
+    part = mrml_io.orientedImage(np.ones(shape, np.uint8), mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode),
+                                 offset)
     slab = slicer.vtkOrientedImageData()
-    slab.SetImageToWorldMatrix(mrml_io.toVtkMatrix(_imageToWorld(referenceImage)))
-    slab.SetExtent(int(first[0]), int(last[0]), int(first[1]), int(last[1]), int(first[2]), int(last[2]))
-    slab.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    slab.GetPointData().GetScalars().Fill(1)
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        part, referenceImage, slab, False, False)
     return slab
-
-
-def _imageToWorld(image):
-    matrix = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(matrix)
-    return mrml_io.toNumpyMatrix(matrix)
 
 
 # -- preview node ---------------------------------------------------------------------------------
