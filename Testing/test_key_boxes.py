@@ -177,3 +177,28 @@ def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
                           "--window", 120, 240, "--quiet", "--add-box-ijk", 52, 52, 7, 80, 80, 7, "-o", roi_out)
     assert status == 0, err
     assert np.array_equal(read_image(roi_out).array, written)
+
+
+def test_console_api_added_boxes(slicer_core):
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+
+    volume, truth = moving_disc()
+    node = slicer_core.addVolume(volume, np.eye(4), "disc")  # IJK = RAS
+    first = slicer_core.addRoi((30, 30, 4), (29, 29, 9), name="first")  # i, j 16..44, k 0..8
+    second = slicer_core.addRoi((66, 66, 7), (29, 29, 0.8), name="second")  # i, j 52..80 on slice 7 only
+    thick = slicer_core.addRoi((66, 66, 7), (29, 29, 2.5), name="thick")  # slices 6..8
+    segmentation = slicer_core.addSegmentation("seg", node)
+    logic = MedSAMLogic(predictor=shared_predictor())
+    options = {"keySlice": 2, "window": (120, 240)}
+    with pytest.raises(InputError, match="added box 1 .*one slice thick along k"):
+        logic.segment(node, first, segmentation, "disc", addBoxes=[thick], **options)
+    with pytest.raises(InputError, match=r"added box 2 .*k range \[9, 9\] is not inside the volume"):
+        logic.segment(node, first, segmentation, "disc", addBoxes=[second, (52, 52, 9, 80, 80, 9)], **options)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 0  # nothing written
+
+    mask, info = logic.computeMask(node, first, addBoxes=[second], **options)
+    assert info["keySlices"] == [2, 7] and info["fromKey"][8] == 7
+    assert dice(mask, truth) > 0.95
+    segmentId = logic.segment(node, first, segmentation, "disc", addBoxes=[(52, 52, 7, 80, 80, 7)], **options)
+    assert np.array_equal(slicer_core.segmentArray(segmentation, segmentId, node), mask)

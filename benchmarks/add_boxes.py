@@ -35,6 +35,21 @@ CASE_ORDER = ("mr_brain1_tumor", "mr_abdomen_totalseg", "ct_upper_abdomen_hires_
               "ct_abdomen_pelvis_totalseg", "mr_cspine_t2_cord", "mr_cspine_t1_cord")
 
 
+def structure_class(name, millilitres):
+    """The classes of benchmarks/robustness.py, its "tubular" (vessels, cord, oesophagus, ...) named "vessel"."""
+    from robustness import structure_class as robustness_class
+
+    found = robustness_class(name.split("/")[-1], millilitres)
+    return "vessel" if found == "tubular" else found
+
+
+def label_millilitres(case, value):
+    import SimpleITK as sitk
+
+    label = sitk.ReadImage(str(SHARED / "data" / "cases" / case / "label.nii.gz"))
+    return float((sitk.GetArrayViewFromImage(label) == value).sum()) * float(np.prod(label.GetSpacing())) / 1000
+
+
 def next_box(mask, gt, prompted, first, last):
     """The simulated user's next box: (slice, tight 2D box) on the present, unprompted slice with the
     most wrong voxels; None when every present slice is prompted."""
@@ -49,7 +64,10 @@ def next_box(mask, gt, prompted, first, last):
         return None
     k = best[1]
     ys, xs = np.nonzero(gt[k])
-    return k, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    x0, y0 = int(xs.min()), int(ys.min())
+    # A box is at least 2 x 2 voxels (the engine's minimum): a one-voxel-wide label gets the next column/row.
+    x0, y0 = min(x0, gt.shape[2] - 2), min(y0, gt.shape[1] - 2)
+    return k, (x0, y0, max(int(xs.max()), x0 + 1), max(int(ys.max()), y0 + 1))
 
 
 def keep_embeddings(pred, image, window, box, folder):
@@ -110,6 +128,43 @@ def measure(pred, image, window, gt, box, rules_order):
     return scores, costs
 
 
+def timing(pred, name, folder, repeats=3):
+    """Seconds (wall and CPU) and decoder calls per added box for one reference structure, cache warm:
+    the CPU time is what the box costs on an otherwise idle machine when the wall time is inflated by
+    other jobs."""
+    from MedSAMSegmentLib.intensity import auto_window
+    from MedSAMSegmentLib.propagation import segment_volume
+
+    info = json.loads((SHARED / "reference" / "summary.json").read_text())[name]
+    image, label = load(name.split("/")[0])
+    window, gt, box = auto_window(image, modality=info["modality"]), label == info["label"], list(info["box"])
+    keep_embeddings(pred, image, window, box, folder)()
+    calls, decode = [0], pred.decode_logits
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return decode(*args, **kwargs)
+
+    pred.decode_logits = counted
+    one = segment_volume(pred, image, window, box, axis="k", mode="default")  # encodes every slice once
+    print(f"\n{name}: {box[5] - box[2] + 1} slices, one box Dice {dice(one.mask, gt):.4f}\n")
+    print("| added box | slice | slices decoded | decoder calls | wall s | CPU s | Dice |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    results, added = [one], []
+    for n in range(2):
+        added.append(next_box(results[-1].mask, gt, set(results[-1].key_slices), box[2], box[5]))
+        best = None
+        for _ in range(repeats):
+            calls[0], wall, cpu = 0, time.perf_counter(), time.process_time()
+            res = segment_volume(pred, image, window, box, axis="k", mode="default", add_boxes=list(added),
+                                 previous=results[-1])
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best = min(best or (wall, cpu), (wall, cpu))
+        results.append(res)
+        print(f"| {n + 2} | {added[-1][0]} | {len(res.slices)} | {calls[0]} | {best[0]:.2f} | {best[1]:.2f} | "
+              f"{dice(res.mask, gt):.4f} |")
+
+
 def main(argv=None):
     import torch
 
@@ -119,6 +174,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run structures whose name contains this")
     parser.add_argument("--no-extra", action="store_true", help="skip the 94 labels outside the reference set")
+    parser.add_argument("--extra-only", action="store_true", help="only the 94 labels outside the reference set")
     order = [key_boxes.MEET_RULE] + [r for r in key_boxes.MEET_RULES if r != key_boxes.MEET_RULE]
     parser.add_argument("--rules", default=",".join(order), help="meeting rules, comma-separated; "
                         "the first one's per-structure table and times are printed")
@@ -126,18 +182,29 @@ def main(argv=None):
     parser.add_argument("--extra-rules", default=key_boxes.MEET_RULE,
                         help="meeting rules for the 94 other labels (default: the engine's)")
     parser.add_argument("--embeddings-dir", default="", help="keep slice embeddings here between runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s; on a "
+                        "machine shared with other jobs 1 is far faster, the Dice is the same)")
+    parser.add_argument("--resume", action="store_true", help="keep the structures already in --json")
+    parser.add_argument("--timing", nargs="+", metavar="CASE/STRUCTURE",
+                        help="only time the added boxes of these reference structures")
     parser.add_argument("--report", default="", help="only print the tables of a --json file")
     args = parser.parse_args(argv)
     if args.report:
         return report(json.loads(Path(args.report).read_text()))
-    torch.set_num_threads(2)
+    if args.timing:
+        torch.set_num_threads(args.threads)
+        pred = Predictor(device="cpu", precision="float32", cache_mb=2000)
+        for name in args.timing:
+            timing(pred, name, args.embeddings_dir)
+        return None
+    torch.set_num_threads(args.threads)
     pred = Predictor(device="cpu", precision="float32", cache_mb=6000)
     rules, extra_rules = args.rules.split(","), args.extra_rules.split(",")
     if args.embeddings_dir:
         Path(args.embeddings_dir).mkdir(parents=True, exist_ok=True)
     summary = json.loads((SHARED / "reference" / "summary.json").read_text())
     items = [("reference", n, n.split("/")[0], i["label"], i["modality"], list(i["box"]))
-             for n, i in summary.items() if args.only in n]
+             for n, i in summary.items() if args.only in n and not args.extra_only]
     if not args.no_extra:
         items += [("extra",) + item for item in extra_items(summary) if args.only in item[0]]
     # Cheapest encoder work first (the slices of the 20-slice cases serve many labels), so that a run
@@ -145,6 +212,9 @@ def main(argv=None):
     cost = {c: n for n, c in enumerate(CASE_ORDER)}
     items.sort(key=lambda item: (cost.get(item[2], len(CASE_ORDER)), item[0] != "reference"))
     out, cache = [], {}
+    if args.resume and args.json and Path(args.json).exists():  # continue a run that was stopped
+        out = json.loads(Path(args.json).read_text())
+        items = [item for item in items if item[1] not in {row["name"] for row in out}]
     for group, name, case, value, modality, box in items:
         if case not in cache:
             image, label = load(case)
@@ -155,7 +225,8 @@ def main(argv=None):
         save = keep_embeddings(pred, image, window, box, args.embeddings_dir)
         scores, costs = measure(pred, image, window, gt, box, rules if group == "reference" else extra_rules)
         save()
-        row = {"group": group, "name": name, "slices": box[5] - box[2] + 1, "dice": scores, "added": costs}
+        row = {"group": group, "name": name, "slices": box[5] - box[2] + 1, "dice": scores, "added": costs,
+               "class": structure_class(name, label_millilitres(case, value))}
         out.append(row)
         times = ",".join(f"{c[0]:.2f}({c[1]})" for c in next(iter(costs.values())))
         print(f"  {name:48s} " + "  ".join(f"{r} " + "/".join(f"{d:.3f}" for d in s) for r, s in scores.items())
@@ -165,10 +236,37 @@ def main(argv=None):
     report(out)
 
 
+def with_classes(rows):
+    """Rows from an older --json without "class": look the label value up and classify."""
+    summary = json.loads((SHARED / "reference" / "summary.json").read_text())
+    for row in rows:
+        if "class" not in row:
+            case, struct = row["name"].split("/", 1)
+            if row["group"] == "reference":
+                value = summary[row["name"]]["label"]
+            else:
+                names = json.loads((SHARED / "data" / "cases" / case / "labels.json").read_text())
+                value = next(int(v) for v, n in names.items() if n == struct)
+            row["class"] = structure_class(row["name"], label_millilitres(case, value))
+    return rows
+
+
+def class_table(part, rule):
+    print("\n| class | structures | 1 box | 2 boxes | 3 boxes | gain from boxes 2 and 3 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for cls in ("large organ", "small organ", "vessel", "bone", "lesion"):
+        d = np.array([r["dice"][rule] for r in part if r["class"] == cls])
+        if len(d):
+            print(f"| {cls} | {len(d)} | {d[:, 0].mean():.4f} | {d[:, 1].mean():.4f} | {d[:, 2].mean():.4f} | "
+                  f"{d[:, 2].mean() - d[:, 0].mean():+.4f} |")
+
+
 def report(rows):
-    groups = (("reference", "24 reference structures"), ("extra", "94 other labels of the TotalSegmentator cases"))
-    for group, title in groups:
+    rows = with_classes(rows)
+    groups = (("reference", "reference structures", 24), ("extra", "other labels of the TotalSegmentator cases", 94))
+    for group, what, of in groups:
         part = [r for r in rows if r["group"] == group]
+        title = f"{what} ({len(part)} of {of})"
         rules = list(part[0]["dice"]) if part else []
         if not part:
             continue
@@ -180,8 +278,10 @@ def report(rows):
             losers = sum(bool(np.any(np.diff(r["dice"][rule]) < -0.01)) for r in part)
             print(f"| {rule} | {d[:, 0].mean():.4f} | {d[:, 1].mean():.4f} | {d[:, 2].mean():.4f} | {losers} |")
         rule = rules[0]
+        print(f"\n### {title}: by structure class, meeting rule `{rule}`")
+        class_table(part, rule)
         print(f"\n### {title}: per structure, meeting rule `{rule}`\n")
-        print("| structure | slices | 1 box | 2 boxes | 3 boxes | s per added box (slices decoded) |")
+        print("| structure | slices | 1 box | 2 boxes | 3 boxes | wall s per added box (slices decoded) |")
         print("|---|---:|---:|---:|---:|---|")
         for r in part:
             d = r["dice"][rule]

@@ -8,12 +8,16 @@ both modes, the same stop rules), up to the next key slice or the end of the ran
     first ... k0 ----up---->   <---down---- k1 ----up---->  ... last
               (beyond k0: k0's down run)      (beyond k1: k1's up run)
 
+On an added key slice (default mode) the user's box is the prompt, but the model under-fills a
+tight box: when the mask's bounding box covers less than 90 % of the box, the box widened by 10 %
+per side is decoded too, both masks are clipped to the user's box (the object is inside it), and
+the higher decoder IoU estimate x fit to the box wins (_start_key). The first box's key slice is
+segmented exactly as with one box.
+
 Between two key slices a < b each slice may have two masks, one from a's run up and one from b's
 run down. Where they meet the result takes the better one (MEET_RULE, measured in
 benchmarks/add_boxes.py; see benchmarks/results/add_boxes.md):
   - "nearest": the propagation from the nearer key slice;
-  - "agree":   switch from a's run to b's at the slice where the two agree most (highest Dice):
-               a seam with no jump, continuous with both sides;
   - "box":     per slice, the mask whose bounding box best matches (IoU) the box interpolated
                linearly between the two key boxes;
   - "iou":     per slice, the mask with the higher decoder IoU estimate (one extra decoder call
@@ -36,11 +40,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import InputError
-from .metrics import dice
 from .slicing import get_slice, num_slices
 
-MEET_RULES = ("nearest", "agree", "box", "iou")
+MEET_RULES = ("nearest", "box", "iou")  # "agree" (a seam where both agree most) measured, dropped
 MEET_RULE = "box"
+KEY_FILL = 0.9  # an added key slice's mask whose box covers less of the user's box (IoU) under-fills it
+KEY_MARGINS = (0.1,)  # then the user's box widened by these fractions per side is tried too
 
 
 @dataclass(frozen=True)
@@ -141,10 +146,6 @@ def _meet(rule, a, b, up, down, key_boxes, decoder_iou):
     nearer_a = lambda s: s - a <= b - s  # noqa: E731
     if rule == "nearest":
         pick_a = {s: nearer_a(s) for s in both}
-    elif rule == "agree":
-        middle = (a + b) / 2
-        seam = max(both, key=lambda s: (dice(up[s], down[s]), -abs(s - middle)))
-        pick_a = {s: s < seam or (s == seam and nearer_a(s)) for s in both}
     elif rule == "box":
         ba, bb = np.asarray(key_boxes[a], float), np.asarray(key_boxes[b], float)
         pick_a = {}
@@ -165,6 +166,32 @@ def _meet(rule, a, b, up, down, key_boxes, decoder_iou):
     return out
 
 
+def _start_key(prop, predictor, source, key, box2d, hw):
+    """Segment an added key slice with its propagator (which takes the key's state from it); returns
+    why it stopped (nothing found) or None. The model under-fills a tight box, so when the mask's
+    bounding box covers less than KEY_FILL of the user's box, the box widened by KEY_MARGINS per side
+    is decoded too; each mask is clipped to the user's box (the user says the object is inside it)
+    and the higher decoder IoU estimate x fit to the user's box wins."""
+    from .propagation import _widened
+
+    reason = prop.run_direction([key], None)
+    mask = prop.masks.get(key)
+    if mask is None:
+        return reason
+    x0, y0, x1, y1 = box2d
+    inside = np.zeros(hw, bool)
+    inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    if _box_iou(_mask_box(mask & inside), box2d) < KEY_FILL:
+        emb = predictor.embedding(source.key(key), source.image(key))
+        boxes = _widened(prop.boxes[-1], KEY_MARGINS, predictor.transform.model_extent(hw))
+        masks, ious = predictor.decode_many(emb, boxes, hw)
+        scores = [iou * _box_iou(_mask_box(m & inside), box2d) for m, iou in zip(masks, ious)]
+        mask = masks[int(np.argmax(scores))]  # the first (the user's box itself) on a tie
+    if (mask & inside).any():
+        prop.masks[key] = mask & inside
+    return reason
+
+
 def run_context(predictor, window, axis, mode, rules, hw):
     return (predictor.spec.name, predictor.spec.image_size, getattr(window, "key", None), axis, mode, rules, hw)
 
@@ -183,6 +210,7 @@ def segment_key_boxes(predictor, volume, window, box2d, slice_range, key_slice, 
     keys, boxes, (first, last) = key_plan(box2d, key_slice, slice_range, add_boxes, depth)
     hw = get_slice(volume, axis, keys[0]).shape
     boxes = _check_in_plane(boxes, hw)
+    first_box = tuple(int(v) for v in box2d)
     source = _SliceSource(predictor, volume, window, axis)
     context = run_context(predictor, window, axis, mode, rules, hw)
     old = {}
@@ -220,11 +248,20 @@ def segment_key_boxes(predictor, volume, window, box2d, slice_range, key_slice, 
                 prop = propagators[key] = _Propagator(predictor, source, boxes[key], hw, mode, tick, cancel,
                                                       total, rules)
             calls_start = start = len(prop.slices)
+            refine = mode == "default" and (key != key_slice or boxes[key] != first_box)
             if direction == "up":
-                reason = prop.run_direction(list(range(key, bound)), None)
+                if refine:
+                    reason = _start_key(prop, predictor, source, key, boxes[key], hw)
+                    if not reason and key + 1 < bound:
+                        reason = prop.run_direction(list(range(key + 1, bound)), prop.masks[key])
+                else:
+                    reason = prop.run_direction(list(range(key, bound)), None)
             else:
                 if not prop.slices:  # up run re-used: redo the key slice, which sets the key's state
-                    prop.run_direction([key], None)
+                    if refine:
+                        _start_key(prop, predictor, source, key, boxes[key], hw)
+                    else:
+                        prop.run_direction([key], None)
                     start = len(prop.slices)
                 key_mask = prop.masks.get(key)
                 if mode == "default" and key_mask is None:
