@@ -251,8 +251,10 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
 
     # -- actions ----------------------------------------------------------------------------------------
     def _progressDialog(self, title, maximum):
-        return slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=title,
-                                                labelText=title, maximum=maximum, value=0)
+        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=title,
+                                                  labelText=title, maximum=maximum, value=0)
+        dialog.setModal(True)  # no second run can start under this one's event loop (see waitForJob)
+        return dialog
 
     def onDownload(self):
         from MedSAMSegmentLib.errors import CancelledError, MedSAMError

@@ -539,8 +539,9 @@ def test_reading_parameters_logs_no_qcritical(session_for):
 
 # -- 7. correcting with added key-slice boxes (issue 12) -------------------------------------------------------
 def test_added_boxes_update_the_preview_stay_visible_and_are_removed_one_by_one(session_for):
-    """With a preview shown, Shift+drag on another slice adds a key box: it stays drawn on its slice, the
-    next Preview uses it, Remove box drops it (and its rectangle), and Apply is one undo step."""
+    """With a preview shown, Shift+drag on another slice adds a key box: it stays drawn on its slice and
+    the preview updates (once the mouse event has returned: a zero-delay QTimer), re-running only what
+    the box can change; Remove box drops it (and its rectangle) and updates again; Apply is one undo step."""
     session = session_for("aligned")
     python = session.effect.self()
     box = tumourBox()
@@ -550,6 +551,7 @@ def test_added_boxes_update_the_preview_stay_visible_and_are_removed_one_by_one(
     session.click("Preview")
     assertNoFailures(session)
     assert python.previewNode() is not None, status(session)
+    firstRun = python.controller.lastResult
 
     keySlice = box[2] - 2
     low, high = labelCorners(2, keySlice)
@@ -561,21 +563,23 @@ def test_added_boxes_update_the_preview_stay_visible_and_are_removed_one_by_one(
     assert python.keyBoxCombo.count == 1 and python.removeKeyBoxButton.enabled
     keyBand = python.bands[(widget, keySlice)]
     assert keyBand.actor.GetVisibility(), "the added box is drawn on its slice"
-    assert python.previewNode() is None, "the preview of the first box alone is stale"
+    assert python.controller.lastResult is firstRun, "nothing runs inside the mouse handler"
 
-    session.click("Preview")
+    slicer.app.processEvents()  # the scheduled preview update
     assertNoFailures(session)
-    assert python.previewNode() is not None, status(session)
     withBox = python.controller.lastResult
+    assert python.previewNode() is not None and withBox is not firstRun, status(session)
     assert keySlice in withBox.key_slices
+    assert not [k for k in withBox.slices if k > box[2]], "the far side of the first box was re-used"
 
     session.click("Remove box")
     assertNoFailures(session)
     assert python.controller.addedBoxes() == [] and python.keyBoxCombo.count == 0
     assert not keyBand.actor.GetVisibility(), "its rectangle goes with it"
+    slicer.app.processEvents()
+    assert keySlice not in python.controller.lastResult.key_slices
 
-    session.click("Preview")
-    session.click("Apply")
+    session.click("Apply")  # the preview is up to date: applied as it is
     assertNoFailures(session)
     applied = session.segmentArray() > 0
     assert applied.sum() > 0

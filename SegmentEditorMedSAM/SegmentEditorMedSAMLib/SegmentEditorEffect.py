@@ -291,7 +291,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         # connections from Qt to bound methods would keep this object alive. The views may already be
         # gone, so their actors are only forgotten, not removed.
         if self._controller is not None:
-            self._controller.deactivate()
+            # Stop its threads and break the effect <-> controller cycle (bound-method callbacks), so
+            # Python's cycle collector does not free VTK objects later, in whatever thread it runs.
+            self._controller.shutdown()
+            self._controller = None
         for widget, signal, slot in self.connections:
             widget.disconnect(signal, slot)
         self.connections = []
@@ -360,10 +363,25 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 band.finish(corners, offset)
                 band.reposition(lambda ras: self.rasToXy(ras, viewWidget), offset)
                 self._firstBand = (viewWidget, corners, offset)
-            self.controller.dropStalePreview()
-            self.updateGUIFromMRML()
+            self.afterBoxesChanged(keyBoxChanged=added)
             return True
         return False
+
+    def afterBoxesChanged(self, keyBoxChanged):
+        """A key box added or removed while a preview is shown updates the preview (issue 12: decoder
+        work only, the slices it cannot change are re-used). It runs after this event returns, so the
+        mouse handler does not turn the event loop itself. Any other change makes the preview stale."""
+        if keyBoxChanged and self.controller.previewNode() is not None:
+            qt.QTimer.singleShot(0, self.updatePreview)
+        else:
+            self.controller.dropStalePreview()
+        self.updateGUIFromMRML()
+
+    def updatePreview(self):
+        outcome = self.runAction("preview")
+        if outcome is None or outcome.state != "previewed":
+            self.controller.dropStalePreview()  # never leave a preview of other boxes on show
+            self.updateGUIFromMRML()
 
     def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
         if not callerViewNode or not callerViewNode.IsA("vtkMRMLSliceNode"):
@@ -415,9 +433,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for (sliceWidget, key), band in list(self.bands.items()):
             if key == int(keySlice):
                 band.clear()
-        self.controller.dropStalePreview()
-        self.setStatus(_("Removed the box on slice {index}: Preview again to update").format(index=keySlice))
-        self.updateGUIFromMRML()
+        self.setStatus(_("Removed the box on slice {index}").format(index=keySlice))
+        self.afterBoxesChanged(keyBoxChanged=True)
 
     def onRoiToggled(self, checked):
         # The place button needs a node to place: give the ROI prompt one when there is none yet.
@@ -453,40 +470,43 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def runAction(self, action):
         """Run the model in a worker thread while this (GUI) thread keeps Slicer responsive, then write
-        the result on this thread. Dependencies are installed only with consent. The pattern is
-        slicer.packaging's for pip: a worker thread, and the main thread turning processEvents()."""
+        the result on this thread; returns the controller's RunOutcome (None if it did not run).
+        Dependencies are installed only with consent. The pattern is slicer.packaging's for pip (Slicer
+        5.12): a worker thread, and the main thread turning processEvents() under a modal dialog."""
         from MedSAMSegmentLib import dependencies
         from MedSAMSegmentLib.errors import MedSAMError, WeightsError
 
         controller = self.controller
         if controller.busy:
             self.setStatus(_("MedSAM is already running: wait for it or Cancel"))
-            return
+            return None
+        job = None
         try:
             if not dependencies.ready() and not dependencies.ensure(askConfirmation=True, requester="MedSAM"):
                 self.setStatus(_("MedSAM needs: {missing}").format(missing=", ".join(dependencies.describeMissing())))
-                return
+                return None
             job = controller.startRun(action)
             self.updateGUIFromMRML()
             if job is not None:
                 self.waitForJob(job)
-            controller.finishRun(job)
+            return controller.finishRun(job)
         except WeightsError as exc:
-            controller.job = None
             self.setStatus(str(exc))
             slicer.util.errorDisplay(_("{error}\n\nThe MedSAM Segment module can download or select the weights.").format(
                 error=exc), windowTitle=_("MedSAM: model weights"))
         except MedSAMError as exc:
-            controller.job = None
             self.setStatus(str(exc))
             slicer.util.errorDisplay(str(exc), windowTitle=_("MedSAM"))
         except Exception as exc:
-            controller.job = None
             logging.exception("MedSAM effect failed")
             self.setStatus(_("MedSAM failed: {error}").format(error=exc))
             slicer.util.errorDisplay(_("MedSAM failed: {error}").format(error=exc), windowTitle=_("MedSAM"))
         finally:
+            if job is not None and controller.job is job:  # the wait itself failed: stop the worker
+                job.cancel()
+                controller.job = None
             self.updateGUIFromMRML()
+        return None
 
     def waitForJob(self, job):
         """Keep the GUI live until the job ends or the user cancels (the dialog's or the effect's Cancel)."""
@@ -494,6 +514,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), windowTitle=_("MedSAM"),
                                                   labelText=_("Loading the model..."), maximum=0)
+        # Modal: the views keep painting and the dialog's Cancel works, but no other run (the module's
+        # batch panel, another editor) can start a nested event loop under this one.
+        dialog.setModal(True)
         try:
             waitForJob(job, dialog, lambda done, total: _("Segmented {done} of {total} slices").format(
                 done=done, total=total))

@@ -97,6 +97,7 @@ class MedSAMEffectController:
         self.preEncoder = None
         self._preEncoderKey = None
         self._windows = {}  # the last intensity window computed for pre-encoding
+        self._ready = False  # dependencies found installed (pre-encoding waits for them)
 
     # -- parameters -----------------------------------------------------------------------------
     def setDefaults(self):
@@ -371,7 +372,7 @@ class MedSAMEffectController:
     # -- background pre-encoding ----------------------------------------------------------------
     def viewChanged(self, xyToRas, viewCenterXy=None):
         """A slice view shows another slice: pre-encode it and its neighbours in the background."""
-        if self.busy:
+        if self.busy or not self._dependenciesReady():
             return
         volumeNode = self.editor.sourceVolumeNode()
         if volumeNode is None:
@@ -412,11 +413,32 @@ class MedSAMEffectController:
 
         self.preEncoder.request(volume, window, axis, index)
 
+    def _dependenciesReady(self):
+        """Pre-encode only once torch and the weights package are there (it never installs anything);
+        checked until true, then remembered."""
+        if not self._ready:
+            from .. import dependencies
+
+            self._ready = dependencies.ready()
+        return self._ready
+
     def deactivate(self):
-        """The effect is switched off: stop pre-encoding, cancel a run, drop the preview and drags."""
+        """The effect is switched off: stop pre-encoding, cancel a run, drop the preview, the boxes (their
+        drawings go with the effect: a box kept but not shown would be used unseen) and what the last
+        run left in memory (a full-volume result)."""
+        self.shutdown()
+        self.removePreview()
+        if self.editor.editorNode() is not None:
+            self.clearBoxes()
+
+    def shutdown(self):
+        """Stop background work and drop what the controller holds, touching no MRML (the effect is
+        being deleted: its scene may be gone)."""
         if self.preEncoder is not None:
             self.preEncoder.stop()
             self.preEncoder = None
         self.cancelRun()
         self._drags.clear()
-        self.removePreview()
+        self.pending = None
+        self.lastResult = None
+        self.snapshot = None
