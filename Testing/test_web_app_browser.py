@@ -136,6 +136,7 @@ def test_box_preview_apply_save_undo_cancel_in_chromium(browser, tmp_path, monke
         tab.wait_busy(True, timeout=10_000)
         tab.wait_busy(False)
         tab.wait_text("status", "Preview:")
+        tab.page.wait_for_timeout(1500)  # the views' frames with the preview follow the status line
         shot = tmp_path / "web-app.png"
         tab.page.screenshot(path=str(shot))
         if os.environ.get("MEDSAM_UPDATE_SCREENSHOT") == "1":

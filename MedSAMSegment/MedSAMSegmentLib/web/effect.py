@@ -30,13 +30,12 @@ def effectClasses():
     from slicer import vtkMRMLSliceNode
     from trame_slicer.segmentation import SegmentationEffect, SegmentationEffectPipeline
     from vtkmodules.vtkCommonCore import vtkCommand
-    from vtkmodules.vtkRenderingCore import vtkInteractorObserver
 
     from ..effect.rubberband import RubberBand
     from ..errors import InputError
 
-    PRESS, MOVE, RELEASE = int(vtkCommand.LeftButtonPressEvent), int(vtkCommand.MouseMoveEvent), int(
-        vtkCommand.LeftButtonReleaseEvent)
+    PRESS, MOVE, RELEASE = (int(vtkCommand.LeftButtonPressEvent), int(vtkCommand.MouseMoveEvent),
+                            int(vtkCommand.LeftButtonReleaseEvent))
     SHIFT = 1  # vtkEvent::ShiftModifier
 
     class MedSAMBoxPipeline(SegmentationEffectPipeline):
@@ -195,5 +194,4 @@ def effectClasses():
             for pipeline in self.livePipelines():
                 pipeline.clearBands()
 
-    del vtkInteractorObserver
     return MedSAMWebEffect, MedSAMBoxPipeline

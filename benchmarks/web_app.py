@@ -1,0 +1,166 @@
+"""The web app's response times in headless Chromium, on the bundled brain MR; prints a Markdown table.
+
+Measured on a real `medsam-segment web` process (its own model, cold caches):
+  - app start -> first frame: from launching the process to the first axial image in the page
+    (and to the URL line, i.e. the server listening);
+  - box release -> key-slice preview visible: "this slice" mode with preview on release (the default);
+    the time from the mouse button's release to the first view frame after the preview's status,
+    on a slice the app has not encoded yet, then with a second box on the same, now encoded slice.
+    The model is loaded first by a warm-up box on another slice (not counted). The slice is shown and
+    the box drawn at once, so background pre-encoding of the shown slice may already have started;
+  - server RSS: the process's resident and peak resident memory at the end (VmRSS, VmHWM).
+
+    nice -n 10 python benchmarks/web_app.py [--repeats 3] [--output benchmarks/results/web_app.md]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BRAIN = ROOT / "MedSAMSegment" / "MedSAMSegmentLib" / "data" / "pyradiomics-brain1"
+IMAGE = BRAIN / "brain1_image.nrrd"
+BOX = (189, 95, 14, 208, 111, 14)
+WARM_SLICE = 6
+
+OBSERVE = """() => {
+  window.__frames = [];
+  const img = document.querySelector('[data-testid="view-axial"] img');
+  new MutationObserver(() => window.__frames.push(performance.now()))
+    .observe(img, {attributes: true, attributeFilter: ['src']});
+  window.__status = [];
+  const status = document.querySelector('[data-testid="status"]');
+  new MutationObserver(() => window.__status.push([performance.now(), status.innerText]))
+    .observe(status, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def memory(pid):
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS", "VmHWM")):
+                name, value = line.split(":")
+                values[name] = int(value.split()[0]) / 1024 / 1024
+    return values
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far: what the work costs, whatever else runs."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def screen(page, ijk):
+    mapping = page.evaluate("window.trame.state.get('mapping_axial')")
+    x, y, _z, _w = np.asarray(mapping["ijkToXy"]) @ [*ijk, 1.0]
+    element = page.locator('[data-testid="view-axial"] img').bounding_box()
+    return (element["x"] + x * element["width"] / mapping["width"],
+            element["y"] + (mapping["height"] - y) * element["height"] / mapping["height"])
+
+
+def release_to_preview(page, start, end, pid):
+    """(seconds from the button's release to the first frame after the preview's status line,
+    server CPU seconds meanwhile)."""
+    page.evaluate(OBSERVE)
+    mouse = page.mouse
+    mouse.move(*screen(page, start))
+    mouse.down()
+    mouse.move(*screen(page, end), steps=4)
+    released = page.evaluate("performance.now()")
+    cpu = cpu_seconds(pid)
+    mouse.up()
+    try:
+        page.wait_for_function("window.__status.some(s => s[1].startsWith('Preview:'))", timeout=600_000)
+    except Exception:
+        raise RuntimeError(f"no preview; the page says: {page.inner_text('[data-testid=status]')!r}") from None
+    page.wait_for_function("(() => { const t = window.__status.find(s => s[1].startsWith('Preview:'))[0];"
+                           " return window.__frames.some(f => f >= t); })()", timeout=10_000)
+    shown = page.evaluate("(() => { const t = window.__status.find(s => s[1].startsWith('Preview:'))[0];"
+                          " return window.__frames.find(f => f >= t); })()")
+    cpu = cpu_seconds(pid) - cpu
+    page.wait_for_selector('[data-testid="status"][data-busy="false"]')
+    return (shown - released) / 1000, cpu
+
+
+def run_once(chromium):
+    from playwright.sync_api import sync_playwright
+
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "MedSAMSegmentLib.cli", "web", str(IMAGE), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               cwd=ROOT / "MedSAMSegment")
+    try:
+        line = process.stdout.readline()
+        listening = time.perf_counter() - started
+        url = line.split(": ", 1)[1].strip()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector('[data-testid="view-axial"] img[src^="blob:"], [data-testid="view-axial"] img[src^="data:"]',
+                                   timeout=120_000)
+            first_frame = time.perf_counter() - started
+            first_frame_cpu = cpu_seconds(process.pid)
+            page.evaluate("window.trame.state.set('mode', 'slice')")
+            page.evaluate(f"window.trame.state.set('slice_axial', {WARM_SLICE})")
+            page.wait_for_function(f"window.trame.state.get('slice_axial') === {WARM_SLICE}")
+            release_to_preview(page, (60, 60, WARM_SLICE), (200, 200, WARM_SLICE), process.pid)  # loads the model
+            key = BOX[2]
+            page.evaluate(f"window.trame.state.set('slice_axial', {key})")
+            page.wait_for_function(f"window.trame.state.get('slice_axial') === {key}")
+            cold, cold_cpu = release_to_preview(page, BOX[:3], BOX[3:], process.pid)
+            warm, warm_cpu = release_to_preview(page, (BOX[0] - 2, BOX[1] - 2, key), (BOX[3] + 2, BOX[4] + 2, key),
+                                                process.pid)
+            browser.close()
+        return {"listening": listening, "first_frame": first_frame, "first_frame_cpu": first_frame_cpu, "cold": cold,
+                "cold_cpu": cold_cpu, "warm": warm, "warm_cpu": warm_cpu, **memory(process.pid)}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    rows = [run_once(args.chromium) for _ in range(args.repeats)]
+    load_after = os.getloadavg()[0]
+    lines = [
+        f"Web app on the bundled brain MR, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        "medians (min-max) of {n} app starts. JPEG view stream, LiteMedSAM on the CPU.".format(n=len(rows)),
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after: other processes shared the cores.",
+        "",
+        "| measure | goal | median | min-max |",
+        "|---|---|---|---|",
+    ]
+    for key, label, goal, scale, unit in (
+            ("listening", "app start -> URL printed (listening)", "", 1, "s"),
+            ("first_frame", "app start -> first frame in the page", "<= 6 s", 1, "s"),
+            ("first_frame_cpu", "  server CPU time until then", "", 1, "s"),
+            ("cold", "box release -> preview visible, slice not encoded", "<= 1.5 s", 1, "s"),
+            ("cold_cpu", "  server CPU time meanwhile", "", 1, "s"),
+            ("warm", "box release -> preview visible, slice encoded", "<= 300 ms", 1000, "ms"),
+            ("warm_cpu", "  server CPU time meanwhile", "", 1000, "ms"),
+            ("VmRSS", "server RSS at the end", "<= 2.5 GB", 1, "GiB"),
+            ("VmHWM", "server peak RSS", "<= 2.5 GB", 1, "GiB")):
+        values = np.array([row[key] * scale for row in rows])
+        digits = 0 if unit == "ms" else 2
+        lines.append(f"| {label} | {goal} | {np.median(values):.{digits}f} {unit} | "
+                     f"{values.min():.{digits}f}-{values.max():.{digits}f} {unit} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
