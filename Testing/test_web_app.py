@@ -150,6 +150,34 @@ def test_shift_drag_on_another_slice_adds_a_key_slice_box(session):
     session.setSliceIndex("axial", BOX[2])
 
 
+def test_a_key_box_added_while_a_preview_is_shown_updates_it(session):
+    session.state.update({"mode": "propagate", "range": "around", "slices_around": 1, "apply_mode": "add",
+                          "add_box": False})
+    session.applyParameters()
+    session.controller.clearBoxes()
+    _drag(session, BOX[:3], BOX[3:])
+    _run(session, "preview")
+    first = session.lastOutcome
+    other = BOX[2] + 1
+    session.setSliceIndex("axial", other)
+    _drag(session, (BOX[0], BOX[1], other), (BOX[3], BOX[4], other), shift=True)
+
+    async def settle():  # the preview is scheduled after the mouse event, then watched
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if session.watcher is not None:
+            await session.watcher
+
+    session.loop.run_until_complete(settle())
+    try:
+        assert session.lastOutcome is not first and session.lastOutcome.state == "previewed"
+        assert session.controller.pending[2] == session.controller.signature()  # the preview has the added box
+    finally:
+        session.controller.removePreview()
+        session.controller.clearBoxes()
+        session.setSliceIndex("axial", BOX[2])
+
+
 def test_window_level_fields_set_the_display(session):
     display = session.volumeNode.GetScalarVolumeDisplayNode()
     session.state.update({"window": 321.0, "level": 123.0})

@@ -181,7 +181,6 @@ def effectClasses():
                 pipeline.showBox(None, rasCorners)
             else:
                 pipeline.showBox(prompt.keySlice, rasCorners)
-            self.controller.dropStalePreview()
             self.session.boxDrawn(prompt, added)
 
         def probe(self, pipeline, xy):

@@ -333,9 +333,16 @@ class WebSession:
             log.debug("MedSAM pre-encoding skipped: %s", exc)
 
     def boxDrawn(self, prompt, added):
+        """After a drag: a key box added while a preview is shown updates the preview (decoder work
+        only, as the Slicer effect does), after this mouse event; any other box makes the preview
+        stale, and in "this slice" mode a first box previews at once (one slice is quick)."""
+        if added and self.controller.previewNode() is not None:
+            asyncio.get_event_loop().call_soon(self.guarded(lambda: self.run("preview")))
+        else:
+            self.controller.dropStalePreview()
+            if not added and self.state.preview_on_release and self.controller.parameter("Mode") == "slice":
+                self.run("preview")
         self.state.flush()
-        if not added and self.state.preview_on_release and self.controller.parameter("Mode") == "slice":
-            self.run("preview")  # one slice is quick: show it at once, as the key-slice preview
 
     # -- runs ------------------------------------------------------------------------------------
     def run(self, action):
@@ -371,8 +378,6 @@ class WebSession:
             with self.editor.undoStep("MedSAM"):
                 outcome = self.controller.finishRun(job)
             self.lastOutcome = outcome
-            if job is None and outcome.state == "applied":
-                self.state.status = "Applied the preview (Undo reverts it)"
             if outcome.info and outcome.info.get("window"):
                 self.state.model_window = str(outcome.info["window"])
             if outcome.state == "discarded":
