@@ -211,7 +211,9 @@ def report(data, summary):
            "is the W/L slicer-core's volumes logic gives the freshly loaded volume; it and the presets are "
            "explicit windows ([L - W/2, L + W/2] -> 0..255, `intensity.explicit_window`), which is what "
            "\"use the view's window/level\" gives the model.",
-           "", f"Code at commit {data['commit']}; torch {data['torch']}; {data['started']} UTC.", "",
+           "", f"Code at commit {data['commit']}; torch {data['torch']}; {data['started']} UTC. A run may be "
+           "split over processes (`--windows`, `--json`, `--merge`); torch's thread count changes float32 sums, "
+           "so a Dice can differ in the 4th decimal from a run with another thread count.", "",
            "## CT", "", *table(data, ct, ct_windows), "",
            "The five structures of issue 10's table:", "", *table(data, five, ct_windows), "",
            "## MR", "", *table(data, mr, ["official", "Slicer auto"]), "",
