@@ -198,6 +198,29 @@ def test_press_during_a_run_is_answered_and_draws_nothing(session):
         session.controller.job = None
 
 
+def test_segmentation_file_is_loaded_on_the_images_grid(tmp_path):
+    require_web()
+    from trame.app import get_server
+
+    from MedSAMSegmentLib import imageio, mrml_io
+    from MedSAMSegmentLib.settings import MedSAMSettings
+    from MedSAMSegmentLib.web.save import SaveTarget
+    from MedSAMSegmentLib.web.session import WebSession
+
+    image = imageio.read_image(IMAGE)
+    label = (imageio.read_image(LABEL).array > 0).astype(np.uint8)
+    start = tmp_path / "start.seg.nrrd"
+    imageio.write_seg_nrrd(start, label, image, "Lesion", (0.9, 0.2, 0.2))
+    web = WebSession(get_server("medsam-web-segmentation-test", client_type="vue3"), str(IMAGE),
+                     SaveTarget(None, str(IMAGE)), MedSAMSettings(device="cpu"), segmentationPath=str(start))
+    try:
+        assert [s["name"] for s in web.state.segments] == ["Lesion"]
+        segmentId = web.segmentationEditor.active_segment_id
+        assert np.array_equal(mrml_io.readSegmentMask(web.segmentationNode, segmentId, web.volumeNode), label)
+    finally:
+        web.close()
+
+
 def test_web_refuses_a_remote_host_without_allow_remote(capsys):
     code, _out, err = call(capsys, "web", str(IMAGE), "--host", "0.0.0.0")
     assert code == 2 and "--allow-remote" in err
