@@ -67,6 +67,19 @@ def roi_around(image_path, box, path):
     return path
 
 
+def finished_rows(folder):
+    """Outputs whose batch record says 'done' (written and recorded)."""
+    done = []
+    for record in (Path(folder) / ".medsam-batch").glob("*.json"):
+        try:
+            document = json.loads(record.read_text())
+        except (OSError, ValueError):  # being replaced right now
+            continue
+        if document.get("state") == "done":
+            done.append(document["output"])
+    return done
+
+
 def no_temporaries(folder):
     return [p.name for p in Path(folder).rglob("*") if ".part" in p.name]
 
@@ -168,9 +181,9 @@ def test_sigterm_leaves_nothing_partial_and_a_rerun_resumes(cohort, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", code, "batch", str(manifest), "-o", str(out), "--device", "cpu", "-q"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not list(out.glob("[!.]*.seg.nrrd")) and child.poll() is None and time.monotonic() < deadline:
+    while not finished_rows(out) and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    child.send_signal(signal.SIGTERM)  # the first row is written, the abdomen rows are not
+    child.send_signal(signal.SIGTERM)  # the first row is written and recorded, the abdomen rows are not
     stdout, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stdout + stderr
     first = report(out)

@@ -104,10 +104,7 @@ def run_batch(manifest, output_dir, *, workers=1, dask_local=None, scheduler=Non
         except KeyboardInterrupt:
             interrupted = True
     finished = {line["row"] for line in lines}
-    from .image_task import result_line
-
-    lines += [result_line(row, "not run", "interrupted") for task in tasks for row in task.rows
-              if row.number not in finished]
+    lines += [_unfinished(task, row) for task in tasks for row in task.rows if row.number not in finished]
     _remove_stale_temporaries({row.output for task in tasks for row in task.rows} |
                               {task.group_output for task in tasks if task.group_output})
     summary = summarise(lines, time.perf_counter() - started, interrupted)
@@ -115,6 +112,18 @@ def run_batch(manifest, output_dir, *, workers=1, dask_local=None, scheduler=Non
     say(summary_line(summary, output_dir))
     status = EXIT_INTERRUPTED if interrupted else EXIT_ROWS_FAILED if summary["failed"] else EXIT_OK
     return BatchResult(sorted(lines, key=lambda line: line["row"]), summary, status, output_dir)
+
+
+def _unfinished(task, row):
+    """After an interruption: a row whose output was written and recorded counts as done (its
+    image's other rows were still running), any other as not run."""
+    from . import ledger
+    from .image_task import result_line
+
+    record = {} if task.group_output else ledger.read_record(task.output_dir, row.output) or {}
+    if record.get("state") == "done" and record.get("fingerprint") == task.fingerprints.get(row.number):
+        return result_line(row, "done", **record.get("figures", {}))
+    return result_line(row, "not run", "interrupted")
 
 
 def _run(tasks, workers, dask_local, scheduler, on_progress, on_lines, threads):
