@@ -257,6 +257,27 @@ def test_web_replaces_an_existing_file_or_the_segmentation_only_with_overwrite(t
         SaveTarget(str(tmp_path / "out.nii.gz"), str(IMAGE)).check()
 
 
+def test_web_saves_again_over_its_own_file_but_not_over_a_stranger(tmp_path, slicer_core):
+    """Save, edit, Save again works without --overwrite (the file is the one the app saved); a file
+    put in its place by someone else meanwhile is not replaced."""
+    from MedSAMSegmentLib.errors import OutputError
+    from MedSAMSegmentLib.web.save import SaveTarget
+
+    output = tmp_path / "out.seg.nrrd"
+    target = SaveTarget(str(output), str(IMAGE))
+    segmentation = slicer_core.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.GetSegmentation().AddEmptySegment("", "a")
+    target.write(segmentation)
+    target.write(segmentation)  # the second Save of the same session
+    assert output.exists()
+    output.unlink()
+    output.write_bytes(b"someone else's file")
+    with pytest.raises(OutputError, match="exists"):
+        target.write(segmentation)
+    assert output.read_bytes() == b"someone else's file"
+
+
 def test_web_prints_its_url_once_listening(tmp_path):
     require_web()
     script = ("import sys; from MedSAMSegmentLib.cli import main; sys.exit(main(sys.argv[1:]))")

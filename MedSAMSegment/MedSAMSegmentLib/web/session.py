@@ -341,7 +341,7 @@ class WebSession:
         else:
             self.controller.dropStalePreview()
             if not added and self.state.preview_on_release and self.controller.parameter("Mode") == "slice":
-                self.run("preview")
+                self.guarded(lambda: self.run("preview"))()  # its errors show in the page too
         self.state.flush()
 
     # -- runs ------------------------------------------------------------------------------------
