@@ -26,10 +26,12 @@ It never gets in the way of real work:
   window) run in the worker thread, never in the caller's.
 """
 
+import atexit
 import logging
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 
 from .embedding_cache import content_key
@@ -57,6 +59,20 @@ def neighbour_order(index, count, neighbours):
     return tuple(order)
 
 
+_LIVE = weakref.WeakSet()  # every PreEncoder, stopped at interpreter exit
+
+
+@atexit.register
+def _stop_all():
+    """A daemon worker still inside a torch call when the interpreter exits runs on while C++ static
+    destructors run, which aborts the process ("terminate called without an active exception")."""
+    for encoder in list(_LIVE):
+        try:
+            encoder.stop(timeout=30)
+        except Exception:  # exiting anyway: never let one encoder keep the others running
+            pass
+
+
 class PreEncoder:
     """Encodes the slice in view and its neighbours in a background thread (see the module docstring).
 
@@ -74,6 +90,7 @@ class PreEncoder:
         self._paused = False
         self._thread = None
         self._stop = None  # threading.Event of the running worker
+        _LIVE.add(self)
         self._uninterruptible = set()  # stop events of workers loading the model or computing a window
         self._partial = None  # (key, BackgroundEncode) of a slice handed over part-way
         # Counters (read them for tests and benchmarks):

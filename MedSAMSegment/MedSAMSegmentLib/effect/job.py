@@ -12,10 +12,25 @@ next check (between slices); a model load in progress completes in the backgroun
 the next run.
 """
 
+import atexit
 import threading
 import time
+import weakref
 
 from ..errors import CancelledError
+
+_RUNNING = weakref.WeakSet()  # jobs whose thread may still run
+
+
+@atexit.register
+def _cancelAll():
+    """A daemon worker still inside a torch call when the interpreter exits runs on while C++ static
+    destructors run, which aborts the process: cancel running jobs and let them reach their next check."""
+    jobs = [job for job in list(_RUNNING) if not job.finished]
+    for job in jobs:
+        job.cancel()
+    for job in jobs:
+        job.thread.join(timeout=30)
 
 
 class Job:
@@ -35,6 +50,7 @@ class Job:
 
     def start(self):
         self.started = time.perf_counter()
+        _RUNNING.add(self)
         self.thread.start()
         return self
 
