@@ -327,3 +327,32 @@ def test_pre_encoding_only_fills_free_room_and_never_evicts(fresh, pre_encoder, 
     assert needed in fresh.cache and len(fresh.cache) == 3
     assert fresh.cache.nbytes <= fresh.cache.max_bytes - fresh.batch_size * EMBEDDING_BYTES
     assert all(_key(fresh, volume, window, i) in fresh.cache for i in (10, 11))
+
+
+def test_a_process_that_exits_while_pre_encoding_exits_cleanly(tmp_path):
+    """A daemon worker still inside torch while the interpreter exits ran on during C++ static
+    destructors and aborted the process ("terminate called without an active exception", exit 134:
+    it ended a whole test run once). The pre-encoders are stopped at exit."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    script = tmp_path / "exit_while_encoding.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT / 'MedSAMSegment')!r})\n"
+        "import numpy as np\n"
+        "from MedSAMSegmentLib.predictor import Predictor\n"
+        "from MedSAMSegmentLib.pre_encoder import PreEncoder\n"
+        "from MedSAMSegmentLib.intensity import auto_window\n"
+        "predictor = Predictor(model='litemedsam', device='cpu', precision='float32')\n"
+        "volume = (np.random.default_rng(0).random((12, 128, 128)) * 1000).astype(np.int16)\n"
+        "encoder = PreEncoder(lambda: predictor, quiet_s=0.0)\n"
+        "encoder.request(volume, auto_window(volume, modality='MR'), 'k', 6, neighbours=5)\n"
+        "while not encoder.steps_run:\n"
+        "    time.sleep(0.05)\n"
+        "print('exiting while encoding', flush=True)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "exiting while encoding" in result.stdout
