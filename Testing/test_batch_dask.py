@@ -47,9 +47,6 @@ def _kill_a_busy_worker(records, done, killed):
             pass
 
 
-@pytest.mark.xfail(strict=False, reason="known fault (issue 14 stays open): after the kill, a row of the killed "
-                   "worker's image can fail with 'output ... exists (overwriting was not allowed)' (seen in 2 of 3 "
-                   "runs): the retried task decides 'run, no replace' for an output that appears before it writes")
 def test_local_cluster_with_a_worker_killed_mid_batch_completes(tmp_path, cases_dir):
     pytest.importorskip("distributed")
     pytest.importorskip("psutil")

@@ -201,15 +201,27 @@ def _tags(predictor, propagation, fingerprint):
             "MedSAMSegment.BatchFingerprint": fingerprint}
 
 
+def _may_replace(task, output, fingerprint, planned):
+    """The plan's decision, unless the output appeared after the plan was made: a task retried after its
+    worker was killed finds what its first attempt wrote. The ledger then decides, before this attempt
+    marks anything: an output of ours (a pending or finished record of this batch) may be replaced, a
+    stranger's file may not."""
+    if planned or not os.path.lexists(output):
+        return planned
+    action, detail = ledger.decide(task.output_dir, output, fingerprint, False)
+    return action == "skip" or (action == "run" and bool(detail))
+
+
 def _write_row(task, row, image, mask, predictor, figures):
     from ..cli import write_result
     from ..imageio import output_kind
 
     fingerprint = task.fingerprints[row.number]
     os.makedirs(os.path.dirname(row.output), exist_ok=True)
+    replace = _may_replace(task, row.output, fingerprint, task.replace.get(row.number, False))
     ledger.mark_pending(task.output_dir, row.output, fingerprint)
     write_result(row.output, output_kind(row.output), mask, image, row.name, row.color,
-                 task.replace.get(row.number, False), _tags(predictor, row.propagation, fingerprint))
+                 replace, _tags(predictor, row.propagation, fingerprint))
     ledger.mark_done(task.output_dir, row.output, fingerprint, figures)
 
 
@@ -222,8 +234,9 @@ def _write_group(task, image, lines, done_masks):
     tags = {"MedSAMSegment.BatchFingerprint": task.group_fingerprint}
     try:
         os.makedirs(os.path.dirname(task.group_output), exist_ok=True)
+        replace = _may_replace(task, task.group_output, task.group_fingerprint, task.group_replace)
         ledger.mark_pending(task.output_dir, task.group_output, task.group_fingerprint)
-        write_segments(task.group_output, segments, image, tags, overwrite=task.group_replace)
+        write_segments(task.group_output, segments, image, tags, overwrite=replace)
         figures = {line["row"]: {k: v for k, v in line.items() if k not in ("status", "reason")} for line in lines}
         ledger.mark_done(task.output_dir, task.group_output, task.group_fingerprint, figures)
     except (MedSAMError, OSError) as exc:
