@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import mrml_io
+from .. import geometry, mrml_io
 from ..errors import InputError
 from . import labelmaps, prompts
 from .job import Job
@@ -232,7 +232,7 @@ class MedSAMEffectController:
 
     def startRun(self, action):
         """Read MRML and start the model in a worker thread; returns the Job (poll it, then finishRun).
-        InputError for anything that cannot run; RuntimeError while another run is going."""
+        InputError for anything that cannot run, and while another run is going."""
         if action not in ("preview", "apply"):
             raise ValueError(f"unknown action {action!r}")
         if self.busy:
@@ -385,8 +385,6 @@ class MedSAMEffectController:
         x, y = viewCenterXy if viewCenterXy is not None else (0.0, 0.0)
         centre = xyToRas @ np.array([x, y, 0.0, 1.0])
         ijkToWorld = mrml_io.volumeIjkToWorldMatrix(volumeNode)
-        from .. import geometry
-
         axis = geometry.closest_index_axis(ijkToWorld, xyToRas[:3, 2])
         position = prompts.AXIS_POSITION[axis]
         index = int(np.rint((np.linalg.inv(ijkToWorld) @ centre)[position]))
