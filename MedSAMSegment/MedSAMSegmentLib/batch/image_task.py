@@ -70,13 +70,13 @@ def _axis(row, image):
 
 
 def _added_boxes(row, image, axis):
+    """The row's added key-slice boxes as the engine takes them, checked as `segment --add-box-ijk`
+    checks them (one slice thick, inside the volume); the reason names the box ("add_box_ijk 2 (...)")."""
     if not row.add_boxes:
         return None
-    try:
-        from ..slicing import key_slice_box
-    except ImportError:
-        raise MedSAMError("add_box_ijk: this version of the engine cannot take added boxes") from None
-    return [key_slice_box(box, image.shape, axis) for box in row.add_boxes]
+    from ..key_boxes import added_boxes_from_index_boxes
+
+    return added_boxes_from_index_boxes(row.add_boxes, image.shape, axis, what="add_box_ijk")
 
 
 def _figures(mask, image, axis, result, seconds, label_path, label_value):
@@ -154,8 +154,9 @@ def run_image_task(task, progress=None, cancel=None):
     ranges = {}
     for item in planned:
         if item[1] is not None:
-            row, axis, box, window, _ = item
-            ranges.setdefault((axis, window), []).append(slice_range(box, axis))
+            row, axis, box, window, added = item
+            (first, last), keys = slice_range(box, axis), [index for index, _ in added or ()]  # added boxes widen it
+            ranges.setdefault((axis, window), []).append((min([first, *keys]), max([last, *keys])))
     lines, done_masks = [], []
     for item in planned:
         row = item[0]

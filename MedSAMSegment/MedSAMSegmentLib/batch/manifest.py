@@ -137,7 +137,7 @@ def _boxes(value):
         parts = value
     else:
         parts = [p for p in str(value).split(";") if p.strip()]
-    return tuple(_box(p, "add_box_ijk (boxes separated by ';')") for p in parts)
+    return tuple(_box(p, f"add_box_ijk {n} (boxes are separated by ';')") for n, p in enumerate(parts, 1))
 
 
 def _color(value):
