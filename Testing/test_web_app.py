@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from conftest import REPO_ROOT
 
 from cli_support import call
 from engine_support import shared_predictor
-from web_support import require_web
+from web_support import AppThread, require_web, wslink_session
 
 BRAIN = REPO_ROOT / "MedSAMSegment" / "MedSAMSegmentLib" / "data" / "pyradiomics-brain1"
 IMAGE, LABEL = BRAIN / "brain1_image.nrrd", BRAIN / "brain1_label.nrrd"
@@ -287,8 +288,65 @@ def test_web_prints_its_url_once_listening(tmp_path):
         line = process.stdout.readline()
         assert line.startswith("MedSAM web app: http://127.0.0.1:"), line
         url = line.split(": ", 1)[1].strip()
+        key = parse_qs(urlsplit(url).query)["secret"][0]  # this start's own key, in the URL
+        assert len(key) >= 40 and key != "wslink-secret"
         with urllib.request.urlopen(url, timeout=30) as response:  # listening as soon as printed
             assert response.status == 200
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+    ("http://localhost:8080", "localhost:8080", True),  # the same machine by another loopback name
+    ("http://[::1]:8080", "[::1]:8080", True),
+    ("https://127.0.0.1:8080", "127.0.0.1:8080", True),
+    ("http://evil.example:8080", "127.0.0.1:8080", False),  # another site's page
+    ("http://127.0.0.1:9999", "127.0.0.1:8080", False),  # another app on this machine
+    ("http://evil.example:8080", "evil.example:8080", False),  # DNS rebinding: a site's name for 127.0.0.1
+    ("null", "127.0.0.1:8080", False),  # a sandboxed frame or a file:// page
+    (None, "127.0.0.1:8080", False),
+    ("http://127.0.0.1:8080", "127.0.0.1", False),
+])
+def test_origin_check_accepts_only_the_apps_own_page(origin, host, allowed):
+    from MedSAMSegmentLib.web.access import originAllowed
+
+    assert originAllowed(origin, host, "127.0.0.1", 8080) is allowed
+
+
+def test_origin_check_of_a_remote_bind():
+    from MedSAMSegmentLib.web.access import originAllowed
+
+    assert originAllowed("http://10.1.2.3:8080", "10.1.2.3:8080", "10.1.2.3", 8080)
+    assert not originAllowed("http://localhost:8080", "localhost:8080", "10.1.2.3", 8080)
+    assert originAllowed("http://gpu-box.lab:8080", "gpu-box.lab:8080", "0.0.0.0", 8080)  # any name: the key guards
+    assert not originAllowed("http://evil.example:8080", "gpu-box.lab:8080", "0.0.0.0", 8080)
+
+
+def test_only_a_client_with_the_urls_key_on_the_apps_own_page_can_connect():
+    """Real WebSocket connections to a running app: trame's default key and a missing key get no
+    answer but an authentication error; another site's page, or none, is refused at the handshake."""
+    require_web()
+    app = AppThread(str(IMAGE)).start()
+    try:
+        parts = urlsplit(app.url)
+        key = parse_qs(parts.query)["secret"][0]
+        own = f"http://{parts.netloc}"
+
+        granted = wslink_session(app.url, own, key)
+        assert "result" in granted["hello"] and "result" in granted["call"], granted
+        assert granted["call"]["result"]["state"]["status"].startswith("Draw a box")  # the app's own state
+
+        for secret in ("wslink-secret", None, key[:-1]):
+            refused = wslink_session(app.url, own, secret)
+            assert refused["hello"]["error"]["message"] == "Authentication failed", (secret, refused)
+            assert refused["call"]["error"]["message"].startswith("Unauthorized"), (secret, refused)
+            assert "result" not in refused["call"]
+
+        port = urlsplit(app.url).port
+        for origin, host in (("http://evil.example", None), (f"http://localhost:{port + 1}", None), (None, None),
+                             (f"http://evil.example:{port}", f"evil.example:{port}")):
+            assert wslink_session(app.url, origin, key, host=host) == {"refused": 403}, (origin, host)
+    finally:
+        app.stop()

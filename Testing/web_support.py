@@ -126,3 +126,50 @@ def require_web():
         import trame_slicer.core  # noqa: F401  (needs slicer-layer-dm and the slicer-core it was built for)
     except ImportError as exc:
         skip_or_fail(f"the web extra does not import ({exc}): pip install -e .[web,test]")
+
+
+def wslink_session(url, origin, secret=None, host=None, call="trame.state.get"):
+    """Talk to the app's WebSocket as trame's page does, over a real connection: the handshake with
+    this Origin (None: no Origin header; host: a Host header of its own), wslink's hello with
+    `secret`, then one call. Returns {"refused": HTTP status} when the handshake is refused, else
+    {"hello": reply, "call": reply} (each a wslink message: "result" or "error")."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import aiohttp
+    import msgpack
+    from wslink.chunking import UnChunker, generate_chunks
+
+    parts = urlsplit(url)
+    ws_url = f"ws://{parts.netloc}/ws"
+    headers = {} if origin is None else {"Origin": origin}
+    if host is not None:
+        headers["Host"] = host
+
+    async def talk():
+        unchunker = UnChunker()
+        unchunker.set_max_message_size(1 << 26)  # our side: the server's replies may be large
+        async with aiohttp.ClientSession() as http:
+            try:
+                ws = await http.ws_connect(ws_url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=10))
+            except aiohttp.WSServerHandshakeError as exc:
+                return {"refused": exc.status}
+            async with ws:
+                async def rpc(rpc_id, method, args):
+                    message = msgpack.packb({"wslink": "1.0", "id": rpc_id, "method": method, "args": args,
+                                             "kwargs": {}})
+                    for chunk in generate_chunks(message, 0):
+                        await ws.send_bytes(chunk)
+                    while True:
+                        received = await asyncio.wait_for(ws.receive(), 30)
+                        if received.type != aiohttp.WSMsgType.BINARY:
+                            raise RuntimeError(f"the WebSocket ended: {received.type}")
+                        reply = unchunker.process_chunk(received.data)
+                        if reply is not None and reply.get("id") == rpc_id:
+                            return reply
+
+                hello = await rpc("system:c0:0", "wslink.hello", [{"secret": secret}] if secret is not None else [{}])
+                result = await rpc("rpc:c0:1", call, [])
+                return {"hello": hello, "call": result}
+
+    return asyncio.run(talk())

@@ -1,7 +1,8 @@
 """The `medsam-segment web` sub-command: check the arguments, build the app, serve it.
 
 Safe by default: the server binds 127.0.0.1; any other --host needs --allow-remote and prints a
-warning (there is no authentication). It reads only IMAGE and --segmentation and writes only --output;
+warning (plain HTTP: the key travels unencrypted). Only a client with the URL's key, from the app's
+own page, can connect (access.py). It reads only IMAGE and --segmentation and writes only --output;
 a bad --output is refused before the server starts. The URL is printed once the server listens.
 """
 
@@ -9,8 +10,8 @@ import os
 import sys
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-REMOTE_WARNING = ("WARNING: serving on {host} without authentication: anyone who can reach this port can read "
-                  "the image and write {output}")
+REMOTE_WARNING = ("WARNING: serving on {host} over plain HTTP: the key in the URL is the only protection and "
+                  "travels unencrypted; anyone who has the URL can read the image and write {output}")
 
 
 def add_parser(commands, add_common):
@@ -42,8 +43,8 @@ def checkArguments(args):
     from .save import SaveTarget
 
     if args.host not in LOCAL_HOSTS and not args.allow_remote:
-        raise UsageError(f"--host {args.host} serves the app to other machines without authentication: "
-                         "add --allow-remote to do so")
+        raise UsageError(f"--host {args.host} serves the app to other machines over plain HTTP (the URL's key "
+                         "travels unencrypted): add --allow-remote to do so")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
     imageio.check_readable(args.image)
@@ -83,10 +84,14 @@ def createApp(imagePath, saveTarget, settings, segmentationPath=None, logicFacto
 
 
 def serve(server, host, port, onReady, thread=False):
-    """Start the server (blocking); onReady(url) once it listens. thread: it runs in a thread of
-    its own (no signal handlers; tests and benchmarks)."""
+    """Start the server (blocking); onReady(url) once it listens, the URL carrying this start's key.
+    thread: it runs in a thread of its own (no signal handlers; tests and benchmarks)."""
+    from . import access
+
+    key = access.newKey()
+    access.protect(server, key, host)
     shown = f"[{host}]" if ":" in host else host
-    server.controller.on_server_ready.add(lambda **_: onReady(f"http://{shown}:{server.port}/"))
+    server.controller.on_server_ready.add(lambda **_: onReady(access.urlWithKey(f"http://{shown}:{server.port}/", key)))
     argv = sys.argv
     sys.argv = argv[:1]  # trame parses sys.argv for its own options: ours are not for it
     try:
