@@ -166,6 +166,21 @@ def test_a_new_request_replaces_the_previous_one(fresh, pre_encoder, volume, win
     assert _key(fresh, volume, window, 15) in fresh.cache
 
 
+def test_while_a_box_is_drawn_only_the_slice_in_view_is_encoded(fresh, pre_encoder, volume, window):
+    """focus() (a press): the request's first slice is encoded, its neighbours wait, so the run the
+    release starts finds no neighbour's step holding the model; unfocus() lets them go."""
+    pre = pre_encoder()
+    pre.focus()
+    pre.request(volume, window, "k", 10, neighbours=1)
+    _wait_until(lambda: _key(fresh, volume, window, 10) in fresh.cache)
+    steps = pre.steps_run
+    threading.Event().wait(0.5)  # time for a neighbour's step, which must not start
+    assert (pre.steps_run, pre.encoded, len(fresh.cache)) == (steps, 1, 1) and pre.busy
+    pre.unfocus(after_s=0.2)
+    assert pre.wait_idle(WAIT_S)
+    assert pre.encoded == 3 and all(_key(fresh, volume, window, i) in fresh.cache for i in (9, 10, 11))
+
+
 def test_bad_requests_are_refused_on_the_callers_thread(pre_encoder, volume, window):
     from MedSAMSegmentLib.errors import InputError
 

@@ -20,6 +20,10 @@ It never gets in the way of real work:
   worker starts inherit its nice value, so the whole background encode runs at low priority
   (checked with libgomp, the OpenMP runtime of the PyPI CPU wheels; Testing/test_pre_encoder.py
   checks the worker's own nice value).
+- Out of the way of a box being drawn: between a press and its release (focus / unfocus) only
+  the slice in view (the request's first slice, the one the box will need) is worked on; the
+  neighbours wait, so the run the release starts does not wait for a neighbour's step. A run
+  pauses the encoder (pause / resume).
 - Cancellable: a new request replaces the previous one between two steps; stop() ends the
   worker within one step.
 - The model load (the predictor provider's first call) and the window's statistics (a callable
@@ -31,6 +35,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -88,6 +93,8 @@ class PreEncoder:
         self._cond = threading.Condition()
         self._wish = None
         self._paused = False
+        self._focused = False  # a box is being drawn: only the request's first slice is worked on
+        self._neighbours_at = 0.0  # time.monotonic() before which the neighbours still wait
         self._thread = None
         self._stop = None  # threading.Event of the running worker
         _LIVE.add(self)
@@ -140,6 +147,21 @@ class PreEncoder:
     def resume(self):
         with self._cond:
             self._paused = False
+            self._cond.notify_all()
+
+    def focus(self):
+        """A box is being drawn: work on the slice in view only (the request's first slice; the
+        step in progress ends first) until unfocus()."""
+        with self._cond:
+            self._focused = True
+            self._cond.notify_all()
+
+    def unfocus(self, after_s=0.0):
+        """The box is drawn: the neighbours may be worked on again, `after_s` seconds from now
+        (time for the run the release starts to take the model first)."""
+        with self._cond:
+            self._focused = False
+            self._neighbours_at = time.monotonic() + after_s
             self._cond.notify_all()
 
     def stop(self, timeout=None):
@@ -205,11 +227,19 @@ class PreEncoder:
                 self._drop_partial()
             self._cond.notify_all()
 
-    def _current(self, wish, stop):
-        """Wait while paused; True while `wish` is still the one to work on."""
+    def _current(self, wish, stop, first=True):
+        """Wait while paused (or, for a neighbour, focused); True while `wish` is still the one to
+        work on. first: the work is on the request's first slice."""
         with self._cond:
-            self._cond.wait_for(lambda: stop.is_set() or self._wish is not wish or not self._paused)
-            return not stop.is_set() and self._wish is wish
+            while not stop.is_set() and self._wish is wish:
+                wait = 0.0 if first else self._neighbours_at - time.monotonic()
+                if self._paused or (not first and self._focused):
+                    self._cond.wait()
+                elif wait > 0:
+                    self._cond.wait(wait)
+                else:
+                    return True
+            return False
 
     def _uninterruptibly(self, function, stop):
         with self._cond:
@@ -233,16 +263,17 @@ class PreEncoder:
             slices.append((content_key(predictor.spec, image), image))
         if self._partial is not None and self._partial[0] not in {key for key, _ in slices}:
             self._drop_partial()
-        for key, image in slices:
-            if not self._current(wish, stop):
+        for position, (key, image) in enumerate(slices):
+            first = position == 0
+            if not self._current(wish, stop, first):
                 return
             if key in predictor.cache:
                 self.skipped += 1
                 continue
-            if not self._encode(predictor, key, image, wish, stop):
+            if not self._encode(predictor, key, image, wish, stop, first):
                 return
 
-    def _encode(self, predictor, key, image, wish, stop):
+    def _encode(self, predictor, key, image, wish, stop, first=True):
         """Encode one slice step by step into the cache; False when the request's work must end."""
         reserve = predictor.batch_size * EMBEDDING_BYTES  # room for one foreground batch
         if predictor.cache.free_bytes() < EMBEDDING_BYTES + reserve:
@@ -261,7 +292,7 @@ class PreEncoder:
         while not run.done and key not in predictor.cache:
             if predictor.foreground_busy:
                 self.handovers += 1  # a foreground call came during the last step: it goes first
-            if not self._current(wish, stop) or not predictor.wait_for_quiet(self.quiet_s, cancelled):
+            if not self._current(wish, stop, first) or not predictor.wait_for_quiet(self.quiet_s, cancelled):
                 return False  # the half-done slice stays in self._partial for the next request
             if run.generation != predictor.encoder_generation:  # the predictor fell back to the CPU
                 self._drop_partial()

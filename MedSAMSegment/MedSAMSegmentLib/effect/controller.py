@@ -40,6 +40,10 @@ PARAMETER_DEFAULTS = {
 }
 ROI_REFERENCE = "ROI"
 PREVIEW_REFERENCE = "Preview"
+# After a box or a run, background pre-encoding of the neighbours of the slice in view waits this long:
+# a box drawn right away (a second try, a key-slice box) must not wait for a neighbour's encoder step,
+# which the background thread's low priority can stretch to several times its length.
+NEIGHBOURS_AFTER_S = 1.0
 # What a result depends on: a preview computed for other values is stale.
 SIGNATURE_PARAMETERS = ("PromptSource", "Box", "AddBoxes", "Mode", "Range", "SlicesAround", "Intensity",
                         "Model", "Device")
@@ -137,6 +141,8 @@ class MedSAMEffectController:
         if self.busy:
             return False
         self._drags[viewKey] = tuple(xy)
+        if self.preEncoder is not None:  # the box's run must not wait for a neighbour's encoder step
+            self.preEncoder.focus()
         return True
 
     def dragging(self, viewKey):
@@ -156,6 +162,8 @@ class MedSAMEffectController:
         xyToRas: the view's 4x4 XY-to-RAS matrix (vtkMRMLSliceNode.GetXYToRAS)."""
         corners = self.move(viewKey, xy)
         self._drags.pop(viewKey, None)
+        if self.preEncoder is not None:  # a run started by this release takes the model first
+            self.preEncoder.unfocus(after_s=NEIGHBOURS_AFTER_S)
         if corners is None:
             return None, False
         volumeNode = self.editor.sourceVolumeNode()
@@ -247,6 +255,8 @@ class MedSAMEffectController:
                                     volumeNode, volumeNode.GetImageData(), _geometry(volumeNode), tuple(request.box),
                                     request.axis, self.signature())
         previous = self.lastResult  # the engine re-uses its slices only if the run is the same but for added boxes
+        if self.preEncoder is not None:  # no background encoder step competes with the run
+            self.preEncoder.pause()
         self.job = Job(lambda progress, cancelled: logic.run(request, progress, cancelled, previous)).start()
         self.setStatus("Segmenting (the model is loaded first if needed)...")
         return self.job
@@ -279,6 +289,9 @@ class MedSAMEffectController:
         its target is unchanged. Returns a RunOutcome; errors of the work are raised."""
         snapshot, self.snapshot = self.snapshot, None
         self.job = None
+        if self.preEncoder is not None:
+            self.preEncoder.unfocus(after_s=NEIGHBOURS_AFTER_S)
+            self.preEncoder.resume()
         if job is None:  # apply of an up-to-date preview
             self._applyPending()
             self.setStatus("Applied the preview (Undo reverts it)")

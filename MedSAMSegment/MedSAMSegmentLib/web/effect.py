@@ -100,8 +100,10 @@ def effectClasses():
 
         def LoseFocus(self, eventData):
             super().LoseFocus(eventData)
-            if self._effect is not None and self._effect.controller is not None:
-                self._effect.controller._drags.pop(self.viewKey, None)
+            controller = self._effect.controller if self._effect is not None else None
+            if controller is not None and controller._drags.pop(self.viewKey, None) is not None:
+                if controller.preEncoder is not None:  # the drag is over: the neighbours may go on
+                    controller.preEncoder.unfocus()
 
         def CanProcessInteractionEvent(self, eventData):
             return bool(self.IsActive()) and eventData.GetType() in (PRESS, MOVE, RELEASE), 0.0
@@ -163,6 +165,7 @@ def effectClasses():
             return [p for p in (ref() for ref in self._pipelines) if p is not None]
 
         def press(self, pipeline, xy):
+            self.session.preEncodeNow()  # the box will need the slice in view: its encode starts now
             if self.controller.press(pipeline.viewKey, xy):
                 return True
             self.session.report("MedSAM is running: wait for it or press Cancel before drawing a new box")
