@@ -1,6 +1,10 @@
-"""The Dask path: a LocalCluster of 2 worker processes, one of them killed (SIGKILL) while the
-batch runs, still gives every row, with masks identical to a run in this process."""
+"""The Dask paths, each against one run of the same manifest in this process (shared by the tests):
+- `--dask-local 2`: a LocalCluster of 2 worker processes, one of them killed (SIGKILL) while the
+  batch runs, still gives every row, with masks identical to the run here;
+- `--scheduler ADDRESS`: an existing cluster (the user's) gets the work, gives the same masks, and is
+  still running afterwards, each worker having loaded the model once."""
 
+import json
 import os
 import threading
 import time
@@ -8,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from cli_support import call
 from test_batch import ABDOMEN, GALLBLADDER_BOX, KIDNEY_BOX, TUMOUR_BOX, box_text, mask, no_temporaries, write_manifest
 
 CORD = (20, 27, 26, 32, 34, 28)
@@ -47,13 +52,13 @@ def _kill_a_busy_worker(records, done, killed):
             pass
 
 
-def test_local_cluster_with_a_worker_killed_mid_batch_completes(tmp_path, cases_dir):
+@pytest.fixture(scope="module")
+def cohort_run_here(tmp_path_factory, cases_dir):
+    """(manifest, rows, folder of the outputs of a run in this process) for 4 rows on 3 images."""
     pytest.importorskip("distributed")
-    pytest.importorskip("psutil")
     from MedSAMSegmentLib.batch import run_batch
 
-    folder = tmp_path / "cohort"
-    folder.mkdir()
+    folder = tmp_path_factory.mktemp("dask_cohort")
     rows = [
         {"image": str(cases_dir / "mr_brain1_tumor" / "image.nii.gz"), "box_ijk": box_text(TUMOUR_BOX), "name": "tumour",
          "output": "tumour.nii.gz"},
@@ -63,9 +68,16 @@ def test_local_cluster_with_a_worker_killed_mid_batch_completes(tmp_path, cases_
          "output": "cord.nii.gz"},
     ]
     manifest = write_manifest(folder / "cohort.csv", rows)
-    local = run_batch(manifest, tmp_path / "local", device="cpu", threads=1)
+    local = run_batch(manifest, folder / "local", device="cpu", threads=1)
     assert local.exit_status == 0
+    return manifest, rows, folder / "local"
 
+
+def test_local_cluster_with_a_worker_killed_mid_batch_completes(cohort_run_here, tmp_path):
+    pytest.importorskip("psutil")
+    from MedSAMSegmentLib.batch import run_batch
+
+    manifest, rows, local = cohort_run_here
     out = tmp_path / "dask"
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_busy_worker, args=(out / ".medsam-batch", done, killed), daemon=True)
@@ -79,5 +91,34 @@ def test_local_cluster_with_a_worker_killed_mid_batch_completes(tmp_path, cases_
     assert result.exit_status == 0, [(line["name"], line["status"], line.get("reason")) for line in result.rows]
     assert [line["status"] for line in result.rows] == ["done"] * 4
     for row in rows:
-        assert np.array_equal(mask(out / row["output"]), mask(tmp_path / "local" / row["output"])), row["name"]
+        assert np.array_equal(mask(out / row["output"]), mask(local / row["output"])), row["name"]
+    assert no_temporaries(out) == []
+
+
+def _models_loaded():
+    from MedSAMSegmentLib.batch import worker_state
+
+    return worker_state.loaded_models()
+
+
+def test_an_existing_scheduler_gets_the_work_and_its_cluster_keeps_running(cohort_run_here, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    manifest, rows, local = cohort_run_here
+    out = tmp_path / "scheduler"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        status, stdout, err = call(capsys, "batch", manifest, "--output-dir", out, "--scheduler",
+                                   cluster.scheduler_address, "--device", "cpu", "--quiet")
+        assert status == 0, stdout + err
+        # The batch's client closed itself, not the user's cluster: its workers are there and take work.
+        assert cluster.status.name == "running"
+        with distributed.Client(cluster) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            assert client.submit(sum, [1, 2]).result() == 3
+            loaded = client.run(_models_loaded)
+        assert sorted(loaded.values()) in ([0, 1], [1, 1])  # each worker loaded the model at most once
+    with open(out / "report.json") as f:
+        assert [line["status"] for line in json.load(f)["rows"]] == ["done"] * 4
+    for row in rows:
+        assert np.array_equal(mask(out / row["output"]), mask(local / row["output"])), row["name"]
     assert no_temporaries(out) == []
