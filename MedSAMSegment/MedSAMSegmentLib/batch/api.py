@@ -30,7 +30,7 @@ class BatchResult:
     summary: dict
     exit_status: int
     output_dir: str
-    messages: list = field(default_factory=list)
+    messages: list = field(default_factory=list)  # the workers' notes, e.g. "--compile is ignored on the CPU"
 
     @property
     def failed(self):
@@ -107,11 +107,14 @@ def run_batch(manifest, output_dir, *, workers=1, dask_local=None, scheduler=Non
     lines += [_unfinished(task, row) for task in tasks for row in task.rows if row.number not in finished]
     _remove_stale_temporaries({row.output for task in tasks for row in task.rows} |
                               {task.group_output for task in tasks if task.group_output})
-    summary = summarise(lines, time.perf_counter() - started, interrupted)
+    notes = sorted({note for line in lines for note in line.get("notes") or ()})
+    summary = summarise(lines, time.perf_counter() - started, interrupted, notes)
     write_report(output_dir, lines, summary)
+    for note in notes:
+        say(f"note: {note}")
     say(summary_line(summary, output_dir))
     status = EXIT_INTERRUPTED if interrupted else EXIT_ROWS_FAILED if summary["failed"] else EXIT_OK
-    return BatchResult(sorted(lines, key=lambda line: line["row"]), summary, status, output_dir)
+    return BatchResult(sorted(lines, key=lambda line: line["row"]), summary, status, output_dir, notes)
 
 
 def _unfinished(task, row):

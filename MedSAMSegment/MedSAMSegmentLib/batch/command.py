@@ -27,7 +27,9 @@ def add_parser(commands, add_common):
     batch.add_argument("--checkpoint", metavar="PATH", help="weights file of --model")
     batch.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: %(default)s")
     batch.add_argument("--compile", action="store_true",
-                       help="torch.compile the image encoder: tens of seconds to start, faster per slice (GPU cohorts)")
+                       help="torch.compile the image encoder: tens of seconds to start, faster per slice (GPU "
+                       "cohorts). Ignored with a note on the CPU, where compiling it fails; where compiling fails "
+                       "on a GPU, the batch goes on uncompiled, with a note")
     add_common(batch)
     batch.set_defaults(run=run)
     return batch

@@ -157,7 +157,7 @@ def run_image_task(task, progress=None, cancel=None):
             row, axis, box, window, added = item
             (first, last), keys = slice_range(box, axis), [index for index, _ in added or ()]  # added boxes widen it
             ranges.setdefault((axis, window), []).append((min([first, *keys]), max([last, *keys])))
-    lines, done_masks = [], []
+    lines, done_masks, notices = [], [], []
     for item in planned:
         row = item[0]
         if item[1] is None:
@@ -165,6 +165,7 @@ def run_image_task(task, progress=None, cancel=None):
             continue
         try:
             predictor = worker_state.predictor(row.model, task.options)
+            notices = predictor.notices
             if ranges:
                 _pre_encode(predictor, image, ranges, task.options)
                 ranges = {}
@@ -178,6 +179,8 @@ def run_image_task(task, progress=None, cancel=None):
             done_masks.append((row, mask))
     if task.group_output:
         lines = _write_group(task, image, lines, done_masks)
+    for line in lines:  # the predictor's notes (--compile ignored, a fall-back to the CPU) travel to the client
+        line["notes"] = list(notices)
     return lines
 
 

@@ -34,12 +34,13 @@ def write_report(output_dir, lines, summary):
     _atomic_text(os.path.join(output_dir, "report.json"), lambda f: json.dump(document, f, indent=1))
 
 
-def summarise(lines, seconds, interrupted=False):
+def summarise(lines, seconds, interrupted=False, notes=()):
     statuses = [line["status"] for line in lines]
     counts = {status: statuses.count(status) for status in ("done", "skipped", "failed", "not run")}
     counts["rows"] = len(lines)
     counts["seconds"] = round(seconds, 2)
     counts["interrupted"] = interrupted
+    counts["notes"] = list(notes)
     return counts
 
 

@@ -32,9 +32,47 @@ def set_threads(threads):
         torch.set_num_threads(int(threads))
 
 
+class CompiledEncoder:
+    """--compile: the encoder under torch.compile, which compiles on the first batch. If compiling
+    fails there (no compiler, a backend error), the uncompiled encoder takes over for good, with a
+    note: a cohort never fails because of --compile."""
+
+    def __init__(self, encode, device, notices):
+        from ..fast_vit_b import compile_encoder
+
+        self.encode, self.compiled, self.device, self.notices = encode, compile_encoder(encode), device, notices
+
+    def __call__(self, batch):
+        if self.compiled is not None:
+            try:
+                return self.compiled(batch)
+            except Exception as exc:  # noqa: BLE001 - any compile failure: go on uncompiled
+                import torch
+
+                if isinstance(exc, torch.OutOfMemoryError):
+                    raise  # the predictor's own fall-back handles memory
+                self.compiled = None
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                self.notices.append(f"--compile: torch.compile of the encoder failed on {self.device} "
+                                    f"({type(exc).__name__}: {first}); continuing uncompiled")
+        return self.encode(batch)
+
+
+CPU_COMPILE_NOTE = ("--compile is ignored on the CPU: torch.compile of the encoder fails there "
+                    "(an Inductor lowering error with torch 2.13) and is meant for GPU cohorts")
+
+
+def _compile(found):
+    if found.device.type == "cpu":
+        found.notices.append(CPU_COMPILE_NOTE)
+    else:
+        found._encoder = CompiledEncoder(found._encoder, found.device, found.notices)
+
+
 def predictor(model, options):
     """The process's predictor for `model` under `options`, loaded once."""
-    key = (model, options.device, options.precision, options.checkpoint if model == options.checkpoint_model else None)
+    key = (model, options.device, options.precision, options.checkpoint if model == options.checkpoint_model else None,
+           options.compile)  # a compiled encoder is not handed to a batch that did not ask for it, nor the reverse
     with _LOCK:
         found = _PREDICTORS.get(key)
         if found is None:
@@ -47,9 +85,7 @@ def predictor(model, options):
             )
             set_threads(options.threads)  # the predictor's own tuning must not undo a worker's share
             if options.compile:
-                from ..fast_vit_b import compile_encoder
-
-                found._encoder = compile_encoder(found._encoder)
+                _compile(found)
         return found
 
 
