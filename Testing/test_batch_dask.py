@@ -2,7 +2,8 @@
 - `--dask-local 2`: a LocalCluster of 2 worker processes, one of them killed (SIGKILL) while the
   batch runs, still gives every row, with masks identical to the run here;
 - `--scheduler ADDRESS`: an existing cluster (the user's) gets the work, gives the same masks, and is
-  still running afterwards, each worker having loaded the model once."""
+  still running afterwards, each worker having loaded the model once; a scheduler that cannot be
+  reached is a one-line error (exit 2), with nothing written."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from cli_support import call
+from cli_support import assert_one_line_error, call
 from test_batch import ABDOMEN, GALLBLADDER_BOX, KIDNEY_BOX, TUMOUR_BOX, box_text, mask, no_temporaries, write_manifest
 
 CORD = (20, 27, 26, 32, 34, 28)
@@ -122,3 +123,23 @@ def test_an_existing_scheduler_gets_the_work_and_its_cluster_keeps_running(cohor
     for row in rows:
         assert np.array_equal(mask(out / row["output"]), mask(local / row["output"])), row["name"]
     assert no_temporaries(out) == []
+
+
+def test_a_scheduler_that_cannot_be_reached_is_a_one_line_error(tmp_path, cases_dir, capsys):
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    manifest = write_manifest(tmp_path / "cohort.csv", [
+        {"image": str(ABDOMEN / "image.nii.gz"), "box_ijk": box_text(KIDNEY_BOX), "name": "kidney"}])
+    out = tmp_path / "out"
+    for address, reason in ((f"tcp://127.0.0.1:{port}", "Timed out trying to connect"),
+                            ("nonsense://host:1", "unknown address scheme")):
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            status, _, err = call(capsys, "batch", manifest, "-o", out, "--scheduler", address, "--quiet")
+        assert status == 2 and f"cannot use the Dask scheduler {address}" in err and reason in err, err
+        assert_one_line_error(err)
+        assert list(out.iterdir()) == []  # no output, no record, no report

@@ -9,7 +9,7 @@ images and write outputs by path: all of them must see the same files (shared st
 
 import uuid
 
-from ..errors import DependencyError
+from ..errors import DependencyError, InputError
 from . import worker_state
 from .image_task import result_line, run_image_task
 
@@ -33,7 +33,10 @@ def run_on_dask(tasks, on_lines, scheduler=None, local_workers=None, threads=Non
     distributed = _distributed()
     cluster = None
     if scheduler:
-        client = distributed.Client(scheduler)
+        try:
+            client = distributed.Client(scheduler)
+        except (OSError, ValueError) as exc:  # nothing listens there (after Dask's connect timeout), a bad address
+            raise InputError(f"cannot use the Dask scheduler {scheduler}: {' '.join(str(exc).split())}") from None
     else:
         cluster = distributed.LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None)
