@@ -71,9 +71,11 @@ def effectClasses():
             return self.bands[keySlice]
 
         def clearBands(self):
-            for band in self.bands.values():
+            shown = [band for band in self.bands.values() if band.actor.GetVisibility()]
+            for band in shown:
                 band.clear()
-            self.RequestRender()
+            if shown:  # a view with nothing to clear is not rendered again (a box drawn in another view)
+                self.RequestRender()
 
         def repositionBands(self):
             offset = self.sliceOffset()

@@ -394,11 +394,12 @@ class WebSession:
         return None
 
     async def _watch(self, job):
-        while not job.wait(0) and not job.cancelled:  # a cancelled job is let go at once (job.py)
-            done, total = job.progress
+        # Waits in a thread (job.wait releases the GIL), so the result is shown as soon as it exists
+        # rather than at the next poll; the progress bar is updated every POLL_SECONDS.
+        while not job.cancelled and not await asyncio.to_thread(job.wait, POLL_SECONDS):
+            done, total = job.progress  # a cancelled job is let go at once (job.py)
             with self.state:
                 self.state.progress = int(100 * done / total) if total else 0
-            await asyncio.sleep(POLL_SECONDS)
         with self.state:
             self._finish(job)
 
