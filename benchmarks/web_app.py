@@ -48,6 +48,29 @@ OBSERVE = """() => {
 }"""
 
 
+NOTES = """
+Server CPU time is the server process's own (all its threads): it depends on other processes far less
+than the wall times do. "Server CPU time meanwhile" includes everything the server does in that span:
+the box's run, renders and JPEG frames, and background pre-encoding.
+
+What made the difference from the "before" column (issue 13):
+- slice views without multisampling: trame-slicer asks for 8 samples, which on Mesa's software
+  renderer made each 711 x 866 frame cost 65-100 ms instead of 13-29 ms;
+- one render per frame: trame-rca rendered every change twice (a "still" frame at a higher JPEG
+  quality 5 frame periods later), and that second render held the event loop, delaying the first
+  frame's delivery too;
+- a box's run no longer waits for a background encoder step of a neighbouring slice, whose low
+  priority stretched it to several times its length: the neighbours are held from the press to 1 s
+  after the release or the run, and a run pauses the pre-encoder; the slice in view goes on;
+- pre-encoding starts once a view has stayed on a slice for 0.3 s, or at a press: the first frames
+  are rendered before torch and the model load;
+- the result's status line goes out before its frames, and the result is shown as soon as the job
+  ends (no 50 ms poll).
+The browser is now started before the app (a user's browser is already open); in the "before" run it
+was launched after the URL line, which added its own start-up to the first frame.
+"""
+
+
 def memory(pid):
     values = {}
     with open(f"/proc/{pid}/status") as status:
@@ -167,7 +190,7 @@ def main():
         digits = 0 if unit == "ms" else 2
         lines.append(f"| {label} | {goal} | {BEFORE[key]} | {np.median(values):.{digits}f} {unit} | "
                      f"{values.min():.{digits}f}-{values.max():.{digits}f} {unit} |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + NOTES
     print(text)
     if args.output:
         args.output.write_text(text)

@@ -346,7 +346,12 @@ class WebSession:
         self._preEncodeWish = (xyToRasArray(pipeline.sliceNode()), (dimensions[0] / 2.0, dimensions[1] / 2.0))
         if self._preEncodeTimer is not None:
             self._preEncodeTimer.cancel()
-        self._preEncodeTimer = asyncio.get_event_loop().call_later(PRE_ENCODE_SETTLE_S, self.preEncodeNow)
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:  # no event loop in this thread: a session driven without its server
+            self.preEncodeNow()
+            return
+        self._preEncodeTimer = loop.call_later(PRE_ENCODE_SETTLE_S, self.preEncodeNow)
 
     def preEncodeNow(self):
         """Hand the last view change to the pre-encoder now (a box is started, or the view settled)."""
