@@ -32,9 +32,9 @@ def box_text(box):
     return " ".join(map(str, box))
 
 
-def write_manifest(path, rows):
+def write_manifest(path, rows, columns=COLUMNS):
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow(row)

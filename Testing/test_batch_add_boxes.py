@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from cli_support import call
-from test_batch import ABDOMEN, KIDNEY_BOX, box_text, mask, no_temporaries, report
+from test_batch import ABDOMEN, KIDNEY_BOX, box_text, mask, no_temporaries, report, write_manifest
 
 COLUMNS = ["image", "box_ijk", "name", "add_box_ijk", "output"]
 ONE_ADDED = "73 50 7 87 62 7"  # the kidney box on one more slice above the first box (slices 4..6)
@@ -16,13 +16,7 @@ TWO_ADDED = "73 50 3 87 62 3; 74 51 7 86 61 7"
 
 
 def _manifest(path, rows):
-    import csv
-
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_manifest(path, rows, COLUMNS)
 
 
 def _rows(second_added):
