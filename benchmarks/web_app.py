@@ -62,8 +62,8 @@ What made the difference from the "before" column (issue 13):
 - a box's run no longer waits for a background encoder step of a neighbouring slice, whose low
   priority stretched it to several times its length: the neighbours are held from the press to 1 s
   after the release or the run, and a run pauses the pre-encoder; the slice in view goes on;
-- pre-encoding starts once a view has stayed on a slice for 0.3 s, or at a press: the first frames
-  are rendered before torch and the model load;
+- the first pre-encoding, which loads torch and the model, starts once the views have stayed on
+  their slices for 0.3 s (or at a press): the first frames are rendered before it;
 - the result's status line goes out before its frames, and the result is shown as soon as the job
   ends (no 50 ms poll).
 The browser is now started before the app (a user's browser is already open); in the "before" run it

@@ -21,9 +21,10 @@ POLL_SECONDS = 0.05
 # renders each change twice (the sharper still frame 5 frame periods later), and on a software
 # renderer that second render holds the event loop, which delays the first frame's delivery too.
 FRAME_QUALITY = 90
-# Background pre-encoding of the slice in view starts once the view has stayed on it this long (or at
-# once when a box is started there): scrolling does not start an encode per slice passed, and the
-# first frames at start-up are rendered before the model is loaded.
+# The first background pre-encoding (which loads torch and the model) starts once the views have stayed
+# on their slices this long, or at once when a box is started: the first frames are rendered before it.
+# Later view changes are handed over at once, so a box drawn right after a slice change finds its
+# slice's encode under way.
 PRE_ENCODE_SETTLE_S = 0.3
 DEFAULT_SEGMENT = ("MedSAM", (1.0, 0.85, 0.0))
 
@@ -94,6 +95,7 @@ class WebSession:
         self.watcher = None  # the asyncio task polling the running job
         self._preEncodeWish = None  # (xyToRas, view centre) of the last view change, not yet handed over
         self._preEncodeTimer = None
+        self._preEncodeStarted = False  # a first wish was handed over: the next ones go at once
         self._initState()
 
     # -- loading: only the files given on the command line -----------------------------------------
@@ -339,11 +341,14 @@ class WebSession:
             self.state.flush()
 
     def viewChanged(self, pipeline):
-        """A view shows another slice: pre-encode it once the view settles (PRE_ENCODE_SETTLE_S)."""
+        """A view shows another slice: pre-encode it (the first time once the views settle)."""
         dimensions = pipeline.sliceNode().GetDimensions()
         from .effect import xyToRasArray
 
         self._preEncodeWish = (xyToRasArray(pipeline.sliceNode()), (dimensions[0] / 2.0, dimensions[1] / 2.0))
+        if self._preEncodeStarted:
+            self.preEncodeNow()
+            return
         if self._preEncodeTimer is not None:
             self._preEncodeTimer.cancel()
         try:
@@ -361,6 +366,7 @@ class WebSession:
         wish, self._preEncodeWish = self._preEncodeWish, None
         if wish is None:
             return
+        self._preEncodeStarted = True
         try:  # never let it disturb the view
             self.controller.viewChanged(*wish)
         except Exception as exc:
