@@ -81,6 +81,26 @@ def test_second_box_recovers_an_object_that_left_the_first_box(mode):
     assert np.array_equal(fresh.mask, two.mask)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_added_box_that_agrees_with_the_result_changes_only_its_own_slice(mode):
+    """A box added where the propagation was already right: its runs rejoin the first box's result
+    on the next slice each way, so those slices and every other keep the earlier mask, bit for bit,
+    and only the key slice and the two slices where it rejoined were decoded."""
+    predictor = shared_predictor()
+    volume, truth = moving_disc()
+    window = explicit_window(volume, 120, 240)
+    one = segment_volume(predictor, volume, window, FIRST_BOX, key_slice=3, mode=mode)
+    two = segment_volume(predictor, volume, window, FIRST_BOX, key_slice=3, mode=mode,
+                         add_boxes=[(1, (17, 17, 43, 43))], previous=one)
+    assert two.key_slices == [1, 3] and two.stop_reasons["down from 1"] == "rejoined the earlier result on slice 0"
+    assert two.stop_reasons["up from 1"] == "rejoined the earlier result on slice 2"
+    assert sorted(set(two.slices)) == [0, 1, 2] and two.from_key[0] == two.from_key[2] == 3 and two.from_key[1] == 1
+    for k in range(9):
+        if k != 1:
+            assert np.array_equal(two.mask[k], one.mask[k]), k
+    assert dice(two.mask[1], truth[1]) > 0.95
+
+
 def test_added_box_beyond_the_first_box_grows_the_range_to_it():
     predictor = shared_predictor()
     volume, truth = moving_disc()

@@ -8,8 +8,7 @@ Protocol (README "Correcting with more boxes"):
     the label's tight box on that slice. Slices without the label are never prompted.
 Default propagation mode, axis k. Each added box is run with previous= the last result, so only the
 slices it can change are decoded (embeddings are cached: the time is decoder time, cache warm).
-Every meeting rule of key_boxes.MEET_RULES is measured; rules other than the first re-use the first
-rule's propagations for box 2 (the same runs), and pick their own box 3.
+Every meeting rule of key_boxes.MEET_RULES is measured, each with its own boxes 2 and 3.
 
     nice -n 10 python benchmarks/add_boxes.py [--only SUBSTRING] [--no-extra] [--json OUT.json]
 """
@@ -104,24 +103,19 @@ def measure(pred, image, window, gt, box, rules_order):
     first, last = box[2], box[5]
     one = segment_volume(pred, image, window, box, axis="k", mode="default")
     scores, costs = {}, {}
-    box2 = next_box(one.mask, gt, {one.key_slice}, first, last)
-    shared_second = None
     for rule in rules_order:
         key_boxes.MEET_RULE = rule
         results, added, cost = [one], [], []
-        for n in range(2):
-            nb = next_box(results[-1].mask, gt, set(results[-1].key_slices), first, last) if n else box2
+        for _ in range(2):
+            nb = next_box(results[-1].mask, gt, set(results[-1].key_slices), first, last)
             if nb is None:
                 results.append(results[-1])
                 continue
             added.append(nb)
-            previous = results[-1] if (n or shared_second is None) else shared_second
             t = time.perf_counter()
             res = segment_volume(pred, image, window, box, axis="k", mode="default", add_boxes=list(added),
-                                 previous=previous)
+                                 previous=results[-1])
             cost.append((time.perf_counter() - t, len(res.slices)))
-            if n == 0 and shared_second is None:
-                shared_second = res
             results.append(res)
         scores[rule] = [dice(r.mask, gt) for r in results]
         costs[rule] = cost

@@ -75,9 +75,18 @@ class DefaultRules:
     # the direction stops only if that slice is bad too (and neither is written).
     retry_margins: tuple = (0.5,)
     confirm_stop: bool = True
+    # Where the mask does not shrink, also try the official box widened by these fractions and keep
+    # the mask with the highest decoder IoU estimate among those holding GROW_KEEP of the previous
+    # mask. Runs from an added key slice (key_boxes.py) use it: a key slice near an object's end
+    # propagates towards its middle, where the object grows out of a box that hugs the previous
+    # mask (CT gallbladder from its 7-voxel tip: 25 of 73 voxels with the official box, 40 with
+    # 50 % wider, which the decoder rates best). () for one box: it never does.
+    grow_margins: tuple = ()
+    grow_max_pixels: int = 0  # a grown mask larger than this is not kept (0: no limit)
 
 
 DEFAULT_RULES = DefaultRules()
+GROW_KEEP = 0.9  # a grown mask holds at least this share of the previous one (the object grows, it does not move)
 
 
 @dataclass
@@ -163,9 +172,11 @@ class _Propagator:
         box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
         return self.t.box_official(self.box2d, self.hw) if box is None else box
 
-    def run_direction(self, order, first_prev, pending=None):
+    def run_direction(self, order, first_prev, pending=None, until=None):
         """Segment slices in `order`; returns why it stopped (None: reached the end). pending: why
-        the slice before order[0] was bad (a stop rule fired there), so one more bad slice stops."""
+        the slice before order[0] was bad (a stop rule fired there), so one more bad slice stops.
+        until(index, mask): called on each good slice before it is written; a true value (why)
+        ends the run there, that slice unwritten (key_boxes.py: a run that rejoins a result)."""
         prev = first_prev
         for pos, index in enumerate(order):
             if self.cancel is not None and self.cancel():
@@ -177,7 +188,8 @@ class _Propagator:
                 self.p.embeddings(list(lookup), lambda k: self.src.image(lookup[k]))
             emb = self.p.embedding(key, self.src.image(index))
             box = self._prompt(prev)
-            if self.mode == "default" and self.rules.margins and prev is not None and self._widens(prev):
+            if (self.mode == "default" and self.rules.margins and prev is not None
+                    and (self._widens(prev) or self.rules.grow_margins)):
                 mask, box = self._best_candidate(emb, box, prev)
             else:
                 mask = self.p.decode(emb, box, self.hw)
@@ -198,6 +210,9 @@ class _Propagator:
                     continue
                 pending = None
             self.src.forget(index)
+            joined = until(index, mask) if until is not None else None
+            if joined:
+                return joined
             self.masks[index] = mask
             prev = mask
         return pending
@@ -210,12 +225,27 @@ class _Propagator:
         better on IoU estimate x Dice with the previous mask."""
         boxes = _widened(box, self.rules.margins, self.t.model_extent(self.hw))
         masks, ious = self.p.decode_many(emb, boxes[:1], self.hw)
-        if masks[0].sum() >= prev.sum():  # not shrinking: nothing for a wider box to fix
+        if masks[0].sum() >= prev.sum() and self.rules.grow_margins:
+            return self._grown(emb, boxes[0], masks[0], ious[0], prev)
+        if masks[0].sum() >= prev.sum() or not self._widens(prev):  # not shrinking, or too thin to widen
             return masks[0], boxes[0]
         more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
         masks, ious = masks + more, np.concatenate([ious, more_ious])
         best = int(np.argmax([iou * dice(m, prev) for m, iou in zip(masks, ious)]))
         return masks[best], boxes[best]
+
+    def _grown(self, emb, box, mask, iou, prev):
+        """(mask, box): among the official box and its widened versions (grow_margins), the mask with
+        the highest decoder IoU estimate that keeps GROW_KEEP of the previous mask and stays within
+        grow_max_pixels."""
+        wider = _widened(box, self.rules.grow_margins, self.t.model_extent(self.hw))[1:]
+        more, more_ious = self.p.decode_many(emb, wider, self.hw)
+        best, best_iou, best_box = mask, iou, box
+        limit = self.rules.grow_max_pixels or mask.size
+        for m, i, b in zip(more, more_ious, wider):
+            if i > best_iou and (m & prev).sum() >= GROW_KEEP * prev.sum() and m.sum() <= limit:
+                best, best_iou, best_box = m, i, b
+        return best, best_box
 
     def _retry(self, emb, prev, box, image, mask, reason):
         """(mask, reason) after retrying a bad slice with the last good mask's box widened; the
@@ -251,6 +281,18 @@ class _Propagator:
         return None
 
 
+def one_box_run(run, key_slice, first, last):
+    """Propagate one box from key_slice up to last, then down to first; {"up": why, "down": why}."""
+    reasons = {"up": run.run_direction(list(range(key_slice, last + 1)), None)}
+    start_mask = run.masks.get(key_slice)
+    if run.mode == "default" and start_mask is None and not run.rules.confirm_stop:
+        reasons["down"] = "nothing found on the key slice"
+    else:  # an empty key slice is one bad slice: the next one down is prompted with the given box
+        pending = "nothing found on the key slice" if run.mode == "default" and start_mask is None else None
+        reasons["down"] = run.run_direction(list(range(key_slice - 1, first - 1, -1)), start_mask, pending)
+    return reasons
+
+
 def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None, mode="default",
                    progress=None, cancel=None, volume_key=None, rules=DEFAULT_RULES, add_boxes=None,
                    previous=None):
@@ -283,23 +325,17 @@ def segment_volume(predictor, volume, window, box_ijk, axis="k", key_slice=None,
     source = _SliceSource(predictor, volume, window, axis)
     hw = get_slice(volume, axis, key_slice).shape
     run = _Propagator(predictor, source, box2d, hw, mode, progress, cancel, last - first + 1, rules)
-    reasons = {"up": run.run_direction(list(range(key_slice, last + 1)), None)}
-    start_mask = run.masks.get(key_slice)
-    if mode == "default" and start_mask is None and not rules.confirm_stop:
-        reasons["down"] = "nothing found on the key slice"
-    else:  # an empty key slice is one bad slice: the next one down is prompted with the given box
-        pending = "nothing found on the key slice" if mode == "default" and start_mask is None else None
-        reasons["down"] = run.run_direction(list(range(key_slice - 1, first - 1, -1)), start_mask, pending)
+    reasons = one_box_run(run, key_slice, first, last)
     mask = np.zeros(volume.shape, np.uint8)
     for index, m in run.masks.items():
         mask[slice_index(axis, index)] = m
     if progress is not None and run.done < run.total:
         progress(run.total, run.total)
-    from .key_boxes import run_context, single_box_runs  # what a later call with previous= re-uses
+    from .key_boxes import first_layer, run_context  # what a later call with previous= re-uses
 
     return PropagationResult(mask, axis, key_slice, run.slices, run.boxes, reasons, [key_slice],
                              {key_slice: tuple(box2d)}, {i: key_slice for i in sorted(run.masks)},
-                             single_box_runs(run, source, box2d, key_slice, (first, last), reasons),
+                             (first_layer(run, source, box2d, key_slice, (first, last), reasons),),
                              run_context(predictor, window, axis, mode, rules, hw))
 
 
