@@ -115,6 +115,11 @@ def run_grid(pred, case, grid, variants, embeddings_dir=None, log=print):
         gt = label == int(value)
         if not gt.any():
             continue  # too small to survive the resampling
+        present = np.nonzero(gt.any(axis=(1, 2)))[0]
+        if not gt[int((present[-1] - present[0]) / 2 + present[0])].any():
+            log(f"  {case}/{grid}/{name}: not prompted, the label is absent from its middle slice "
+                "(the official protocol's box is drawn there)")
+            continue
         box = label_box(gt)
         if box[3] - box[0] < 1 or box[4] - box[1] < 1:  # both modes refuse a box under 2 x 2 voxels
             log(f"  {case}/{grid}/{name}: not prompted, its middle-slice box is under 2 x 2 voxels")
