@@ -12,7 +12,7 @@ Each slice of a (case, grid) is encoded once; all its labels and both modes reus
 (the predictor's cache is keyed by slice content). --embeddings-dir keeps them on disk, so a
 second run (another rule variant) encodes nothing.
 
-    python benchmarks/robustness.py [--cases SUBSTRING ...] [--grids NAME ...] [--embeddings-dir DIR]
+    python benchmarks/robustness.py [--cases SUBSTRING ...] [--grids NAME ...] [--embeddings-dir DIR] [--previous]
 """
 
 import argparse
@@ -187,12 +187,15 @@ def worse_lines(rows, variant="default"):
     return out
 
 
-def variants():
-    """The shipped default rules, and the rules before they were made robust (issue 15)."""
+def variants(previous=False):
+    """The shipped default rules, and with previous=True the rules before they were made robust
+    (issue 15: one bad slice stopped a direction, no retry, thin objects offered the wider box)."""
     from MedSAMSegmentLib.propagation import DEFAULT_RULES, DefaultRules
 
-    return {"default": DEFAULT_RULES,
-            "previous": DefaultRules(widen_thin=True, retry_margins=(), confirm_stop=False)}
+    found = {"default": DEFAULT_RULES}
+    if previous:
+        found["previous"] = DefaultRules(widen_thin=True, retry_margins=(), confirm_stop=False)
+    return found
 
 
 def run(cases, grids, rule_variants, embeddings_dir=None, output=RESULTS / "robustness"):
@@ -241,6 +244,8 @@ def main(argv=None):
     parser.add_argument("--embeddings-dir", help="keep slice embeddings here between runs")
     parser.add_argument("--output", default=str(RESULTS / "robustness"), help="writes OUTPUT.md and OUTPUT.json")
     parser.add_argument("--report-from", nargs="*", help="only re-write OUTPUT.md from these result files")
+    parser.add_argument("--previous", action="store_true", help="also measure the rules before issue 15 "
+                        "(a third of the decoder time more)")
     args = parser.parse_args(argv)
     if args.report_from:  # e.g. several partial runs of disjoint (case, grid) pairs
         parts = [json.loads(Path(f).read_text()) for f in args.report_from]
@@ -252,7 +257,7 @@ def main(argv=None):
         return
     torch.set_num_threads(2)
     cases = [c for c in CASES if not args.cases or any(s in c for s in args.cases)]
-    run(cases, args.grids, variants(), args.embeddings_dir, args.output)
+    run(cases, args.grids, variants(args.previous), args.embeddings_dir, args.output)
 
 
 if __name__ == "__main__":
