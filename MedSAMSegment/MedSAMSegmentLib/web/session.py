@@ -3,8 +3,9 @@
 All tabs connected to one server share this session (one scene, one segmentation, one undo stack):
 what one tab does, the others see, and a run started in one tab is the run of all of them, so a
 second Preview while it goes is refused with a message, as in Slicer. Every handler runs on the
-server's asyncio loop; the model runs in the controller's worker thread (effect/job.py) and is polled
-from the loop, so views and the page stay live during a propagation.
+server's asyncio loop; the model runs in the controller's worker thread (effect/job.py) and is watched
+from the loop (its end awaited in a thread, its progress read every POLL_SECONDS), so views and the page
+stay live during a propagation.
 """
 
 import asyncio
