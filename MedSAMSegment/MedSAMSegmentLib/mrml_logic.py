@@ -39,7 +39,7 @@ class SegmentationRequest:
 WINDOW_CHOICES = ("auto", "CT", "MR", "view")  # the official rule (guessed / CT / MR), or the view's W/L
 
 
-def _windowSpec(volumeNode, window):
+def windowSpec(volumeNode, window):
     """What intensity window to use, decided on the main thread (it may read the display node).
 
     None and "auto" are MedSAM's own preprocessing (CT window 40/400 or MR percentiles, guessed from
@@ -65,7 +65,8 @@ def _windowSpec(volumeNode, window):
     return ("explicit", level, width)
 
 
-def _intensityWindow(volume, spec):
+def intensityWindow(volume, spec):
+    """The IntensityWindow of a windowSpec for these voxels (no MRML: may run off the main thread)."""
     if spec[0] == "explicit":
         return explicit_window(volume, spec[1], spec[2])
     return auto_window(volume, modality=spec[1])
@@ -73,7 +74,7 @@ def _intensityWindow(volume, spec):
 
 def _requestWindow(request):
     try:
-        return _intensityWindow(request.volume, request.windowSpec)
+        return intensityWindow(request.volume, request.windowSpec)
     except InputError as exc:
         if not request.info.get("labelmap"):
             raise
@@ -149,7 +150,7 @@ class MedSAMLogic:
             raise InputError(f"Unknown propagation mode {mode!r}: use one of {', '.join(MODES)}")
         info = {"volume": volumeNode.GetName(), "box": box, "axis": axis, "mode": mode,
                 "labelmap": bool(volumeNode.IsA("vtkMRMLLabelMapVolumeNode"))}
-        return SegmentationRequest(volume, _windowSpec(volumeNode, window), box, axis,
+        return SegmentationRequest(volume, windowSpec(volumeNode, window), box, axis,
                                    None if keySlice is None else int(keySlice), mode, info,
                                    self._addedBoxes(addBoxes, volume.shape, ijkToWorld, axis))
 
@@ -227,11 +228,11 @@ class MedSAMLogic:
                     f"Slice {sliceIndex} along {sliceAxis} does not cross ROI '{box.GetName()}' ({first}..{last})"
                 )
             box2d = geometry.in_plane(request.box, sliceAxis)
-            windowSpec = request.windowSpec
+            spec = request.windowSpec
         else:
             box2d = box
-            windowSpec = _windowSpec(volumeNode, window)
-        window = _intensityWindow(volume, windowSpec)
+            spec = windowSpec(volumeNode, window)
+        window = intensityWindow(volume, spec)
         return segment_slice(self.predictor, volume, window, sliceAxis, int(sliceIndex), box2d)
 
     # -- 3. write MRML (main thread) --------------------------------------------------------

@@ -404,7 +404,7 @@ class MedSAMEffectController:
         volume = mrml_io.volumeArray(volumeNode)
         if not 0 <= index < volume.shape[2 - position]:
             return
-        from ..mrml_logic import _intensityWindow, _windowSpec
+        from ..mrml_logic import intensityWindow, windowSpec
 
         settings = self.settingsProvider()
         if self.preEncoder is None or self._preEncoderKey != settings.predictor_key:
@@ -412,14 +412,14 @@ class MedSAMEffectController:
                 self.preEncoder.stop()
             logic = self.logicFactory(settings)
             self.preEncoder, self._preEncoderKey = PreEncoder(lambda: logic.predictor), settings.predictor_key
-        spec = _windowSpec(volumeNode, self.parameter("Intensity"))
+        spec = windowSpec(volumeNode, self.parameter("Intensity"))
         memoKey = (volumeNode.GetID(), id(volumeNode.GetImageData()), spec)
         memo = self._windows
 
         def window():  # the window's statistics are computed once, in the background thread
             if memoKey not in memo:
                 memo.clear()
-                memo[memoKey] = _intensityWindow(volume, spec)
+                memo[memoKey] = intensityWindow(volume, spec)
             return memo[memoKey]
 
         self.preEncoder.request(volume, window, axis, index)
