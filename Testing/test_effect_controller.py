@@ -227,3 +227,24 @@ def test_an_added_box_reruns_only_the_slices_it_can_change(scene):
     assert k0 in second.info["keySlices"] and middle in second.info["keySlices"]
     assert not [k for k in second.info["slices"] if k > middle], "the far side was re-used, not re-run"
     assert controller.previewNode() is not None
+
+
+def test_a_drag_that_ends_without_a_release_lets_pre_encoding_go_on(scene):
+    """A press holds background pre-encoding to the slice in view; a drag that never gets its release
+    (the web view lost the mouse) or boxes cleared mid-drag must let the neighbours go on again."""
+    from MedSAMSegmentLib.pre_encoder import PreEncoder
+
+    controller = scene["controller"]
+    controller.preEncoder = PreEncoder(lambda: scene["predictor"])  # no request: no worker thread
+    try:
+        assert controller.press("axial", (10.0, 10.0)) and controller.preEncoder._focused
+        controller.abandonDrag("coronal")  # another view's drag: nothing to end
+        assert controller.dragging("axial") and controller.preEncoder._focused
+        controller.abandonDrag("axial")
+        assert not controller.dragging("axial") and not controller.preEncoder._focused
+        assert controller.press("axial", (10.0, 10.0)) and controller.preEncoder._focused
+        controller.clearBoxes()
+        assert not controller.dragging("axial") and not controller.preEncoder._focused
+    finally:
+        controller.preEncoder.stop()
+        controller.preEncoder = None

@@ -145,6 +145,16 @@ class MedSAMEffectController:
             self.preEncoder.focus()
         return True
 
+    def abandonDrag(self, viewKey=None):
+        """A drag ended without a release (the view lost the mouse; None: every view): forget it,
+        and let background pre-encoding of the neighbours go on."""
+        if viewKey is None:
+            self._drags.clear()
+        elif self._drags.pop(viewKey, None) is None:
+            return
+        if self.preEncoder is not None:
+            self.preEncoder.unfocus()
+
     def dragging(self, viewKey):
         return viewKey in self._drags
 
@@ -203,7 +213,7 @@ class MedSAMEffectController:
     def clearBoxes(self):
         self.editor.setParameter("Box", "")
         self.editor.setParameter("AddBoxes", "")
-        self._drags.clear()
+        self.abandonDrag()
 
     # -- runs -----------------------------------------------------------------------------------
     def signature(self):

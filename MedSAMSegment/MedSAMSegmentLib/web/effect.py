@@ -102,10 +102,8 @@ def effectClasses():
 
         def LoseFocus(self, eventData):
             super().LoseFocus(eventData)
-            controller = self._effect.controller if self._effect is not None else None
-            if controller is not None and controller._drags.pop(self.viewKey, None) is not None:
-                if controller.preEncoder is not None:  # the drag is over: the neighbours may go on
-                    controller.preEncoder.unfocus()
+            if self._effect is not None and self._effect.controller is not None:
+                self._effect.controller.abandonDrag(self.viewKey)
 
         def CanProcessInteractionEvent(self, eventData):
             return bool(self.IsActive()) and eventData.GetType() in (PRESS, MOVE, RELEASE), 0.0
