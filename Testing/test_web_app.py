@@ -350,3 +350,12 @@ def test_only_a_client_with_the_urls_key_on_the_apps_own_page_can_connect():
             assert wslink_session(app.url, origin, key, host=host) == {"refused": 403}, (origin, host)
     finally:
         app.stop()
+
+
+def test_every_loopback_address_is_local_and_nothing_else_is():
+    from MedSAMSegmentLib.web.access import isLoopback
+
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "::1", "[::1]"):
+        assert isLoopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.5", "example.org", "localhost.example.org", ""):
+        assert not isLoopback(host), host

@@ -15,9 +15,6 @@ import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-
-
 def newKey():
     return secrets.token_urlsafe(32)
 
@@ -26,7 +23,9 @@ def urlWithKey(url, key):
     return f"{url}?secret={key}"
 
 
-def _isLoopback(host):
+def isLoopback(host):
+    """A name or address of this machine only (localhost, 127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
     if host == "localhost":
         return True
     try:
@@ -66,8 +65,8 @@ def originAllowed(origin, hostHeader, boundHost, port):
         return False
     if _isWildcard(boundHost):
         return True
-    if _isLoopback(boundHost):
-        return _isLoopback(name)
+    if isLoopback(boundHost):
+        return isLoopback(name)
     return name == boundHost.strip("[]").lower()
 
 

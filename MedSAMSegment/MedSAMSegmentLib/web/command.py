@@ -1,6 +1,6 @@
 """The `medsam-segment web` sub-command: check the arguments, build the app, serve it.
 
-Safe by default: the server binds 127.0.0.1; any other --host needs --allow-remote and prints a
+Safe by default: the server binds 127.0.0.1; a --host that is not a loopback address needs --allow-remote and prints a
 warning (plain HTTP: the key travels unencrypted). Only a client with the URL's key, from the app's
 own page, can connect (access.py). It reads only IMAGE and --segmentation and writes only --output;
 a bad --output is refused before the server starts. The URL is printed once the server listens.
@@ -9,7 +9,8 @@ a bad --output is refused before the server starts. The URL is printed once the 
 import os
 import sys
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+from .access import isLoopback
+
 REMOTE_WARNING = ("WARNING: serving on {host} over plain HTTP: the key in the URL is the only protection and "
                   "travels unencrypted; anyone who has the URL can read the image and write {output}")
 
@@ -42,7 +43,7 @@ def checkArguments(args):
     from ..cli import UsageError
     from .save import SaveTarget
 
-    if args.host not in LOCAL_HOSTS and not args.allow_remote:
+    if not isLoopback(args.host) and not args.allow_remote:
         raise UsageError(f"--host {args.host} serves the app to other machines over plain HTTP (the URL's key "
                          "travels unencrypted): add --allow-remote to do so")
     if not 0 <= args.port <= 65535:
@@ -105,7 +106,7 @@ def run(args, say):
     from ..settings import MedSAMSettings
 
     target = checkArguments(args)
-    if args.host not in LOCAL_HOSTS:
+    if not isLoopback(args.host):
         print(REMOTE_WARNING.format(host=args.host, output=target.output or "nothing"), file=sys.stderr, flush=True)
     settings = MedSAMSettings(model=args.model, device=args.device)
     server, session = createApp(args.image, target, settings, segmentationPath=args.segmentation)
