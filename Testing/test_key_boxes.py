@@ -222,3 +222,29 @@ def test_console_api_added_boxes(slicer_core):
     assert dice(mask, truth) > 0.95
     segmentId = logic.segment(node, first, segmentation, "disc", addBoxes=[(52, 52, 7, 80, 80, 7)], **options)
     assert np.array_equal(slicer_core.segmentArray(segmentation, segmentId, node), mask)
+
+
+def test_a_box_at_a_narrow_end_grows_towards_the_wider_first_box(monkeypatch):
+    """A dome (radius 3 px on slice 0 to 27 px on slice 8), first box on its wide slice 8, an added box on
+    its 3-px tip: the run from the tip towards the larger key box may grow, so slice 1 (radius 6) is
+    followed; with the official prompt alone (the previous mask's box + 3 px) it is not."""
+    from MedSAMSegmentLib import key_boxes
+
+    predictor = shared_predictor()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96]
+    volume = rng.normal(40, 8, (9, 96, 96)).astype(np.float32)
+    truth = np.zeros(volume.shape, np.uint8)
+    for k in range(9):
+        disc = (yy - 48) ** 2 + (xx - 48) ** 2 <= (3 + 3 * k) ** 2
+        volume[k][disc] += 160
+        truth[k][disc] = 1
+    window = explicit_window(volume, 120, 240)
+    first, tip = (21, 21, 0, 75, 75, 8), (0, (45, 45, 51, 51))
+    one = segment_volume(predictor, volume, window, first, key_slice=8)
+    grown = segment_volume(predictor, volume, window, first, key_slice=8, add_boxes=[tip], previous=one)
+    assert grown.from_key[1] == 0 and grown.stop_reasons["up from 0"] == "rejoined the earlier result on slice 2"
+    assert dice(grown.mask[1], truth[1]) > 0.95 and dice(grown.mask[0], truth[0]) > 0.95
+    monkeypatch.setattr(key_boxes, "ADDED_GROW", ())
+    clipped = segment_volume(predictor, volume, window, first, key_slice=8, add_boxes=[tip], previous=one)
+    assert dice(clipped.mask[1], truth[1]) < 0.9
