@@ -248,3 +248,58 @@ def test_a_drag_that_ends_without_a_release_lets_pre_encoding_go_on(scene):
     finally:
         controller.preEncoder.stop()
         controller.preEncoder = None
+
+
+def test_runs_on_the_same_voxels_and_rule_compute_the_intensity_window_once(scene, monkeypatch):
+    """The window's statistics read the whole volume: one computation serves every run (and the
+    background pre-encoding) until the rule or the voxels change."""
+    from MedSAMSegmentLib import mrml_logic
+
+    computed = []
+    original = mrml_logic.intensityWindow
+    monkeypatch.setattr(mrml_logic, "intensityWindow", lambda volume, spec: computed.append(spec) or original(volume, spec))
+    controller, label = scene["controller"], scene["label"]
+    i0, j0, k0, i1, j1, k1 = official_box(label)
+    controller.editor.setParameter("Mode", "slice")
+    for grow in (0, 2):
+        drag(controller, scene["volume"], (i0 - grow, j0 - grow, i1 + grow, j1 + grow), (k0 + k1) // 2)
+        assert controller.run("preview").state == "previewed"
+    assert computed == [("auto", None)]
+    controller.editor.setParameter("Intensity", "CT")  # another rule: another window
+    assert controller.run("preview").state == "previewed"
+    mrml_io.volumeArray(scene["volume"])[0, 0, 0] += 1  # the voxels change in place
+    scene["volume"].GetImageData().Modified()
+    assert controller.run("preview").state == "previewed"
+    assert computed == [("auto", None), ("auto", "CT"), ("auto", "CT")]
+
+
+def test_a_run_refills_the_stale_preview_on_show_and_a_cancelled_one_removes_it(scene):
+    """A box drawn while a preview is shown, then Preview at once (the web app's "this slice" release):
+    the old preview stays on show until the result refills the same node, is never applied meanwhile,
+    and goes if the run is cancelled instead."""
+    controller, label, predictor = scene["controller"], scene["label"], scene["predictor"]
+    i0, j0, k0, i1, j1, k1 = official_box(label)
+    middle = (k0 + k1) // 2
+    controller.editor.setParameter("Mode", "slice")
+    drag(controller, scene["volume"], (i0, j0, i1, j1), middle)
+    assert controller.run("preview").state == "previewed"
+    preview = controller.previewNode()
+
+    drag(controller, scene["volume"], (i0 - 3, j0 - 3, i1 + 3, j1 + 3), middle)
+    predictor.gate.clear()
+    job = controller.startRun("preview")
+    assert controller.pending is None, "a stale preview is never applied"
+    assert controller.previewNode() is preview
+    predictor.gate.set()
+    job.wait(120)
+    assert controller.finishRun(job).state == "previewed"
+    assert controller.previewNode() is preview and controller.pending[2] == controller.signature()
+
+    drag(controller, scene["volume"], (i0 - 6, j0 - 6, i1 + 6, j1 + 6), middle)
+    predictor.gate.clear()
+    job = controller.startRun("preview")
+    controller.cancel()
+    predictor.gate.set()
+    assert controller.finishRun(job).state == "cancelled"
+    assert controller.previewNode() is None and preview.GetScene() is None
+    assert not segment(scene).any()

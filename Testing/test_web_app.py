@@ -179,6 +179,36 @@ def test_a_key_box_added_while_a_preview_is_shown_updates_it(session):
         session.setSliceIndex("axial", BOX[2])
 
 
+def test_a_released_box_refills_the_preview_on_show_and_renders_only_its_view(session, monkeypatch):
+    """"This slice" previews on release. The next box's release starts its run without removing the
+    preview on show (removing and creating a node renders every view, while the model runs): only
+    the box's view is rendered then, and the result refills the same preview node."""
+    from trame_slicer.rca_view.rca_view_factory import RcaRenderStrategy
+
+    session.state.update({"mode": "slice", "preview_on_release": True})
+    session.applyParameters()
+    session.controller.clearBoxes()
+    _drag(session, BOX[:3], BOX[3:])
+    session.loop.run_until_complete(session.watcher)
+    preview = session.controller.previewNode()
+    assert preview is not None and session.lastOutcome.state == "previewed"
+
+    rendered = []
+    schedule = RcaRenderStrategy.schedule_render
+    monkeypatch.setattr(RcaRenderStrategy, "schedule_render",
+                        lambda self: rendered.append(self.abstract_view) or schedule(self))
+    _drag(session, (BOX[0] - 3, BOX[1] - 3, BOX[2]), (BOX[3] + 3, BOX[4] + 3, BOX[2]))
+    assert session.controller.busy and session.controller.previewNode() is preview
+    assert set(rendered) == {session.views["axial"]}, "the release renders the box's view only"
+    try:
+        session.loop.run_until_complete(session.watcher)
+        assert session.lastOutcome.state == "previewed" and session.controller.previewNode() is preview
+        assert session.controller.pending[2] == session.controller.signature()
+    finally:
+        session.controller.removePreview()
+        session.state.preview_on_release = False
+
+
 def test_window_level_fields_set_the_display(session):
     display = session.volumeNode.GetScalarVolumeDisplayNode()
     session.state.update({"window": 321.0, "level": 123.0})

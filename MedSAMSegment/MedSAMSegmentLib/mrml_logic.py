@@ -34,6 +34,7 @@ class SegmentationRequest:
     mode: str = "default"
     info: dict = field(default_factory=dict)
     addBoxes: list = field(default_factory=list)  # [(slice, (x0, y0, x1, y1)), ...] added key-slice boxes
+    window: object = None  # the IntensityWindow of windowSpec for these voxels, if the caller has it already
 
 
 WINDOW_CHOICES = ("auto", "CT", "MR", "view")  # the official rule (guessed / CT / MR), or the view's W/L
@@ -73,6 +74,8 @@ def intensityWindow(volume, spec):
 
 
 def _requestWindow(request):
+    if request.window is not None:  # computed once per volume and rule by the caller (the effect's memo)
+        return request.window
     try:
         return intensityWindow(request.volume, request.windowSpec)
     except InputError as exc:
@@ -187,7 +190,7 @@ class MedSAMLogic:
         info = dict(request.info, window=window.description, keySlice=result.key_slice,
                     keySlices=list(result.key_slices), fromKey=dict(result.from_key),
                     slices=list(result.slices), stopReasons=dict(result.stop_reasons),
-                    seconds=time.perf_counter() - start, result=result)
+                    seconds=time.perf_counter() - start, result=result, intensityWindow=window)
         return result.mask, info
 
     # -- chained calls --------------------------------------------------------------------

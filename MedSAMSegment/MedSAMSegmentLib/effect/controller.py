@@ -62,6 +62,7 @@ class RunSnapshot:
     box: tuple
     axis: str
     signature: tuple
+    windowKey: tuple = None
 
 
 @dataclass
@@ -71,6 +72,13 @@ class RunOutcome:
     state: str
     message: str
     info: dict = None
+
+
+def _windowKey(volumeNode, spec):
+    """What an intensity window depends on: the volume's voxels (its image data, unmodified) and the rule.
+    The image data is named by its C++ object (`__this__`): its Python wrapper, hence id(), may be new."""
+    imageData = volumeNode.GetImageData()
+    return volumeNode.GetID(), imageData.__this__ if imageData else None, imageData.GetMTime() if imageData else None, spec
 
 
 def _geometry(volumeNode):
@@ -100,7 +108,7 @@ class MedSAMEffectController:
         self._drags = {}  # view key -> start xy
         self.preEncoder = None
         self._preEncoderKey = None
-        self._windows = {}  # the last intensity window computed for pre-encoding
+        self._windows = {}  # window key -> the last intensity window computed (pre-encoding, runs)
         self._ready = False  # dependencies found installed (pre-encoding waits for them)
 
     # -- parameters -----------------------------------------------------------------------------
@@ -261,12 +269,18 @@ class MedSAMEffectController:
         logic = self.logicFactory(self.settingsProvider())
         request = self._request(logic)
         volumeNode = self.editor.sourceVolumeNode()
+        windowKey = _windowKey(volumeNode, request.windowSpec)
+        request.window = self._windows.get(windowKey)  # its statistics are not computed again for each run
         self.snapshot = RunSnapshot(action, self.editor.segmentationNode(), self.editor.selectedSegmentId(),
                                     volumeNode, volumeNode.GetImageData(), _geometry(volumeNode), tuple(request.box),
-                                    request.axis, self.signature())
+                                    request.axis, self.signature(), windowKey)
         previous = self.lastResult  # the engine re-uses its slices only if the run is the same but for added boxes
         if self.preEncoder is not None:  # no background encoder step competes with the run
             self.preEncoder.pause()
+        if self.pending is not None and self.pending[2] != self.signature():
+            # A stale preview is never applied; its node stays on show until this run's result refills it
+            # (removed and created again, every view would render twice), or finishRun removes it.
+            self.pending = None
         self.job = Job(lambda progress, cancelled: logic.run(request, progress, cancelled, previous)).start()
         self.setStatus("Segmenting (the model is loaded first if needed)...")
         return self.job
@@ -306,17 +320,28 @@ class MedSAMEffectController:
             self._applyPending()
             self.setStatus("Applied the preview (Undo reverts it)")
             return RunOutcome("applied", self.status)
+        try:
+            return self._useResult(job, snapshot)
+        except BaseException:
+            self._dropReplacedPreview()
+            raise
+
+    def _useResult(self, job, snapshot):
         if job.cancelled:
+            self._dropReplacedPreview()
             self.setStatus("Cancelled: nothing was changed")
             return RunOutcome("cancelled", self.status)
         if job.error is not None:
             raise job.error
         why = self._whyStale(snapshot)
         if why:
+            self._dropReplacedPreview()
             self.setStatus(f"Result discarded because {why} during the run: nothing was changed")
             return RunOutcome("discarded", self.status)
         mask, info = job.result
         self.lastResult = info.get("result")
+        if info.get("intensityWindow") is not None:
+            self._rememberWindow(snapshot.windowKey, info["intensityWindow"])
         segmentationNode, volumeNode = snapshot.segmentationNode, snapshot.volumeNode
         reference = self.editor.referenceImage()
         if reference is None:
@@ -368,6 +393,12 @@ class MedSAMEffectController:
             self.editor.modifySelectedSegment(slab, "remove")
         self.editor.modifySelectedSegment(labelmap, "add")
         self.removePreview()
+
+    def _dropReplacedPreview(self):
+        """A stale preview left on show for a run that was to refill it (startRun) goes when the run
+        ends without a preview."""
+        if self.pending is None:
+            self.removePreview()
 
     def removePreview(self):
         self.pending = None
@@ -423,16 +454,20 @@ class MedSAMEffectController:
             logic = self.logicFactory(settings)
             self.preEncoder, self._preEncoderKey = PreEncoder(lambda: logic.predictor), settings.predictor_key
         spec = windowSpec(volumeNode, self.parameter("Intensity"))
-        memoKey = (volumeNode.GetID(), id(volumeNode.GetImageData()), spec)
-        memo = self._windows
+        memoKey = _windowKey(volumeNode, spec)
 
         def window():  # the window's statistics are computed once, in the background thread
-            if memoKey not in memo:
-                memo.clear()
-                memo[memoKey] = intensityWindow(volume, spec)
-            return memo[memoKey]
+            known = self._windows.get(memoKey)
+            return known if known is not None else self._rememberWindow(memoKey, intensityWindow(volume, spec))
 
         self.preEncoder.request(volume, window, axis, index)
+
+    def _rememberWindow(self, key, window):
+        """Keep the last intensity window computed (one volume's, one rule's): runs and pre-encoding
+        of the same voxels share it (its statistics read the whole volume)."""
+        self._windows.clear()
+        self._windows[key] = window
+        return window
 
     def _dependenciesReady(self):
         """Pre-encode only once torch and the weights package are there (it never installs anything);

@@ -380,9 +380,12 @@ class WebSession:
         if added and self.controller.previewNode() is not None:
             asyncio.get_event_loop().call_soon(self.guarded(lambda: self.run("preview")))
         else:
-            self.controller.dropStalePreview()
             if not added and self.state.preview_on_release and self.controller.parameter("Mode") == "slice":
+                # Its result refills the preview on show (the controller never applies a stale one,
+                # and removes it if the run ends otherwise): removing it first would render every
+                # view once more while the model runs.
                 self.guarded(lambda: self.run("preview"))()  # its errors show in the page too
+            self.controller.dropStalePreview()  # no run started: the preview of another box goes
         self.state.flush()
 
     # -- runs ------------------------------------------------------------------------------------
