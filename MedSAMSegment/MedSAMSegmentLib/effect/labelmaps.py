@@ -15,6 +15,20 @@ from ..errors import InputError
 from .prompts import AXIS_POSITION
 
 
+def _nonzeroBounds(array):
+    """([first index along each axis], [last index]) of a 3D array's nonzero voxels, or None: one
+    reduction per axis (0.1 ms on the brain MR, where np.argwhere lists every voxel: 10-20 ms on the
+    way from the model's result to the preview)."""
+    first, last = [], []
+    for axis in range(3):
+        found = np.flatnonzero(array.any(axis=tuple(other for other in range(3) if other != axis)))
+        if not found.size:
+            return None
+        first.append(int(found[0]))
+        last.append(int(found[-1]))
+    return first, last
+
+
 def maskToLabelmap(maskKji, volumeNode, segmentationNode, referenceImage):
     """uint8 vtkOrientedImageData of a volume-voxel mask on referenceImage's grid (the Segment
     Editor's aligned source volume), resampled nearest-neighbour; only the mask's bounding box is
@@ -23,11 +37,7 @@ def maskToLabelmap(maskKji, volumeNode, segmentationNode, referenceImage):
     if mask.shape != mrml_io.volumeArray(volumeNode).shape:
         raise InputError(f"Mask shape {mask.shape} differs from volume '{volumeNode.GetName()}'")
     imageToSegmentation = mrml_io.volumeToSegmentationMatrix(volumeNode, segmentationNode)
-    found = np.argwhere(mask)
-    if found.size:
-        (k0, j0, i0), (k1, j1, i1) = found.min(axis=0), found.max(axis=0)
-    else:
-        k0 = j0 = i0 = k1 = j1 = i1 = 0
+    (k0, j0, i0), (k1, j1, i1) = _nonzeroBounds(mask) or ((0, 0, 0), (0, 0, 0))
     part = mrml_io.orientedImage(mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] > 0, imageToSegmentation, (i0, j0, k0))
     labelmap = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
@@ -78,8 +88,34 @@ def createPreviewNode(scene, segmentationNode):
     return previewNode
 
 
+def _croppedToContent(labelmap):
+    """The labelmap cut to the extent of its nonzero voxels (all of it if there are none): the
+    preview's segment then holds only those, and setting it takes 0.2 ms instead of 12 ms on the
+    brain MR's grid."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    x0, x1, y0, y1, z0, z1 = labelmap.GetExtent()
+    voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    bounds = _nonzeroBounds(voxels)
+    if bounds is None:
+        return labelmap
+    (k0, j0, i0), (k1, j1, i1) = bounds
+    clip = vtk.vtkImageClip()
+    clip.SetInputData(labelmap)
+    clip.SetOutputWholeExtent(x0 + i0, x0 + i1, y0 + j0, y0 + j1, z0 + k0, z0 + k1)
+    clip.ClipDataOn()
+    clip.Update()
+    cropped = slicer.vtkOrientedImageData()
+    cropped.ShallowCopy(clip.GetOutput())
+    imageToWorld = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(imageToWorld)
+    cropped.SetImageToWorldMatrix(imageToWorld)
+    return cropped
+
+
 def updatePreview(previewNode, labelmap, segmentName, color):
-    """Show labelmap as the preview's single segment (named and coloured like the target)."""
+    """Show labelmap as the preview's single segment (named and coloured like the target); it
+    replaces what the preview showed before."""
     segmentation = previewNode.GetSegmentation()
     segmentIds = vtk.vtkStringArray()
     segmentation.GetSegmentIDs(segmentIds)
@@ -90,6 +126,6 @@ def updatePreview(previewNode, labelmap, segmentName, color):
     segment.SetName(segmentName)
     segment.SetColor(color)
     if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            labelmap, previewNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
+            _croppedToContent(labelmap), previewNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE):
         raise RuntimeError(f"Cannot show the preview in '{previewNode.GetName()}'")
     return segmentId
