@@ -209,6 +209,32 @@ def test_a_released_box_refills_the_preview_on_show_and_renders_only_its_view(se
         session.state.preview_on_release = False
 
 
+def test_a_result_renders_after_its_status_the_boxs_view_first(session, monkeypatch):
+    """Each render holds the server's loop: the result's status line is sent first (the page shows
+    the new frame with the status that explains it), then the box's view renders, then the others."""
+    from trame_slicer.rca_view.rca_view_factory import RcaRenderStrategy
+
+    from MedSAMSegmentLib.web.session import OTHER_VIEWS_AFTER_S
+
+    session.state.update({"mode": "slice", "preview_on_release": False})
+    session.applyParameters()
+    _drag(session, BOX[:3], BOX[3:])
+    session.loop.run_until_complete(asyncio.sleep(2 * OTHER_VIEWS_AFTER_S))  # earlier runs' views are done
+    rendered = []
+    schedule = RcaRenderStrategy.schedule_render
+    monkeypatch.setattr(RcaRenderStrategy, "schedule_render",
+                        lambda self: rendered.append((self.abstract_view, session.state.status)) or schedule(self))
+    try:
+        _run(session, "preview")
+        assert session.lastOutcome.state == "previewed"
+        assert [view for view, _status in rendered] == [session.views["axial"]]
+        session.loop.run_until_complete(asyncio.sleep(2 * OTHER_VIEWS_AFTER_S))
+        assert {view for view, _status in rendered} == set(session.views.values())
+        assert all(status.startswith("Preview:") for _view, status in rendered), rendered
+    finally:
+        session.controller.removePreview()
+
+
 def test_window_level_fields_set_the_display(session):
     display = session.volumeNode.GetScalarVolumeDisplayNode()
     session.state.update({"window": 321.0, "level": 123.0})

@@ -22,6 +22,11 @@ POLL_SECONDS = 0.05
 # renders each change twice (the sharper still frame 5 frame periods later), and on a software
 # renderer that second render holds the event loop, which delays the first frame's delivery too.
 FRAME_QUALITY = 90
+# A run's result renders the views that show its slices' axis first; the others follow this much later
+# (trame-rca's frame period at 30 fps), so their renders do not hold the loop before its frame is sent.
+OTHER_VIEWS_AFTER_S = 1.0 / 30
+# How long the result's frames wait for the status line to be sent before it (at most).
+STATUS_FIRST_S = 0.2
 # The first background pre-encoding (which loads torch and the model) starts once the views have stayed
 # on their slices this long, or at once when a box is started: the first frames are rendered before it.
 # Later view changes are handed over at once, so a box drawn right after a slice change finds its
@@ -405,18 +410,50 @@ class WebSession:
 
         # Kept, not returned: a page handler that returns an awaitable holds the page's next
         # clicks (Cancel!) until it completes.
-        self.watcher = create_task(self._watch(job))
+        self.watcher = create_task(self._watch(job, self.controller.snapshot.axis))
         return None
 
-    async def _watch(self, job):
+    async def _watch(self, job, axis):
         # Waits in a thread (job.wait releases the GIL), so the result is shown as soon as it exists
         # rather than at the next poll; the progress bar is updated every POLL_SECONDS.
         while not job.cancelled and not await asyncio.to_thread(job.wait, POLL_SECONDS):
             done, total = job.progress  # a cancelled job is let go at once (job.py)
             with self.state:
                 self.state.progress = int(100 * done / total) if total else 0
-        with self.state:
-            self._finish(job)
+        # The views render the result only once its status line is sent: each render holds the loop
+        # (the status would go after every view's frame), and the page shows the new frame with the
+        # status that explains it. The views of the run's axis render first.
+        held = {key: view.set_render_blocked(True) for key, view in self.views.items()}
+        try:
+            with self.state:
+                self._finish(job)
+            await self._sent()
+        finally:
+            self._renderAfterHold(held, axis)
+
+    async def _sent(self):
+        """Wait (at most STATUS_FIRST_S) until what the server has published is sent."""
+        monitor = self.server.context["network_monitor"]  # wslink's count of messages not yet sent; None unserved
+        if monitor is not None:
+            try:
+                await asyncio.wait_for(monitor.completion(), STATUS_FIRST_S)
+            except asyncio.TimeoutError:
+                pass
+
+    def _renderAfterHold(self, held, axis):
+        """Unblock the views held by _watch (each renders once): those along `axis` at once, the
+        others OTHER_VIEWS_AFTER_S later."""
+        from ..effect.prompts import AXIS_POSITION
+
+        def release(keys):
+            for key in keys:
+                if key in self.views:  # not closed meanwhile
+                    self.views[key].set_render_blocked(held[key])
+
+        first = [key for key, view in self.views.items() if self._sliceIndex(view)[0] == AXIS_POSITION.get(axis)]
+        release(first)
+        others = [key for key in held if key not in first]
+        asyncio.get_event_loop().call_later(OTHER_VIEWS_AFTER_S, release, others)
 
     def _finish(self, job):
         try:
