@@ -22,9 +22,9 @@ POLL_SECONDS = 0.05
 # renders each change twice (the sharper still frame 5 frame periods later), and on a software
 # renderer that second render holds the event loop, which delays the first frame's delivery too.
 FRAME_QUALITY = 90
-# A run's result renders the views that show its slices' axis first; the others follow this much later
-# (trame-rca's frame period at 30 fps), so their renders do not hold the loop before its frame is sent.
-OTHER_VIEWS_AFTER_S = 1.0 / 30
+# A run's result renders the views that show its slices' axis first; the others follow this long after
+# that render (time to encode its JPEG and send it), so their renders do not hold the loop before.
+OTHER_VIEWS_AFTER_S = 0.03
 # How long the result's frames wait for the status line to be sent before it (at most).
 STATUS_FIRST_S = 0.2
 # The first background pre-encoding (which loads torch and the model) starts once the views have stayed
@@ -423,13 +423,18 @@ class WebSession:
         # The views render the result only once its status line is sent: each render holds the loop
         # (the status would go after every view's frame), and the page shows the new frame with the
         # status that explains it. The views of the run's axis render first.
-        held = {key: view.set_render_blocked(True) for key, view in self.views.items()}
+        for view in self.views.values():
+            view.set_render_blocked(True)
         try:
             with self.state:
                 self._finish(job)
             await self._sent()
         finally:
-            self._renderAfterHold(held, axis)
+            others = self._renderAfterHold(axis)
+            try:
+                await asyncio.sleep(0)  # the views unblocked first render now (their render tasks were woken first)
+            finally:
+                asyncio.get_event_loop().call_later(OTHER_VIEWS_AFTER_S, self._renderAfterHold, None, others)
 
     async def _sent(self):
         """Wait (at most STATUS_FIRST_S) until what the server has published is sent."""
@@ -440,20 +445,18 @@ class WebSession:
             except asyncio.TimeoutError:
                 pass
 
-    def _renderAfterHold(self, held, axis):
-        """Unblock the views held by _watch (each renders once): those along `axis` at once, the
-        others OTHER_VIEWS_AFTER_S later."""
+    def _renderAfterHold(self, axis, keys=None):
+        """Unblock views held by _watch (each renders once): `keys`, or those along `axis`; returns
+        the keys of the others. The app shows all its views all the time: unblocked is their state
+        (a later run may hold them again before an earlier one's delayed release)."""
         from ..effect.prompts import AXIS_POSITION
 
-        def release(keys):
-            for key in keys:
-                if key in self.views:  # not closed meanwhile
-                    self.views[key].set_render_blocked(held[key])
-
-        first = [key for key, view in self.views.items() if self._sliceIndex(view)[0] == AXIS_POSITION.get(axis)]
-        release(first)
-        others = [key for key in held if key not in first]
-        asyncio.get_event_loop().call_later(OTHER_VIEWS_AFTER_S, release, others)
+        if keys is None:
+            keys = [key for key, view in self.views.items() if self._sliceIndex(view)[0] == AXIS_POSITION.get(axis)]
+        for key in keys:
+            if key in self.views:  # not closed meanwhile
+                self.views[key].set_render_blocked(False)
+        return [key for key in self.views if key not in keys]
 
     def _finish(self, job):
         try:
