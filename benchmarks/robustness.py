@@ -189,12 +189,13 @@ def worse_lines(rows, variant="default"):
 
 def variants(previous=False):
     """The shipped default rules, and with previous=True the rules before they were made robust
-    (issue 15: one bad slice stopped a direction, no retry, thin objects offered the wider box)."""
+    (issue 15: one bad slice stopped a direction, no retry, thin objects offered the wider box, the
+    wider box kept whatever the decoder's rating)."""
     from MedSAMSegmentLib.propagation import DEFAULT_RULES, DefaultRules
 
     found = {"default": DEFAULT_RULES}
     if previous:
-        found["previous"] = DefaultRules(widen_thin=True, retry_margins=(), confirm_stop=False)
+        found["previous"] = DefaultRules(widen_thin=True, retry_margins=(), confirm_stop=False, wider_min_gain=-1.0)
     return found
 
 

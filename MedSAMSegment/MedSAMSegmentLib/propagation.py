@@ -11,8 +11,13 @@ mode="default" starts the same way and differs in two things.
   decodes the same box widened by 10 % per side, and keeps the mask that scores best on two
   signals: the decoder's own IoU estimate (is this a clean object for this box?) times its Dice
   with the previous slice's mask (adjacent slices of one object look alike). A leak into a
-  neighbour loses on the second, a mask that shrinks because of its box on both. Objects too thin
-  to have an interior are not offered the wider box (under a pixel there; the choice is noise).
+  neighbour loses on the second, a mask that shrinks because of its box on both. The wider mask
+  is kept only if the decoder also rates it better than the official one (by 0.01): a box that
+  cuts the object gives a cut mask, rated lower. Where the rating does not improve, the object
+  really shrank, and a wider mask that keeps its old size takes it from a similar neighbour
+  (iliopsoas, autochthon, vertebrae, bladder); the next slice's box would build on that leak.
+  Objects too thin to have an interior are not offered the wider box (under a pixel there; the
+  choice is noise).
 - Where it stops. In each direction it stops where the object ends, and does not write that slice:
   - the mask is empty (the official code would re-use the original box, which can land on a
     neighbouring structure);
@@ -26,7 +31,9 @@ mode="default" starts the same way and differs in two things.
   the last good mask's box widened by 50 % per side (kept only if it passes every rule); failing
   that, it leaves the slice unwritten and prompts the next one from the last good mask, and stops
   only when that slice is bad too (writing neither). An empty key slice is such a bad slice too:
-  the slices next to it are prompted with the given box, as the official procedure does.
+  the slices next to it are prompted with the given box, as the official procedure does, and
+  while a direction has found nothing, its empty slices do not stop it (an object not found yet
+  cannot have ended; on a coarse grid the model can miss it on the key slice and its neighbour).
 It never leaves the given range. The rules are physical, not fitted to the reference cases;
 benchmarks/compare_modes.py measures them against the official procedure.
 """
@@ -63,6 +70,15 @@ class DefaultRules:
     # fix; elsewhere they only risk a leak), also try the official box widened by each of these
     # fractions of its width/height per side. () prompts with the official box only.
     margins: tuple = (0.1,)
+    # A wider box's mask is kept only if the decoder rates it (IoU estimate) at least this much
+    # better than the official box's. A box that cuts the object gets a cut mask, which the decoder
+    # rates lower, and the wider box that shows the whole object is rated higher: the under-fill
+    # the wider box is for. Where the rating does not improve, the official mask was not cut: the
+    # object shrank, and a wider mask that keeps the previous size (and so the better Dice with the
+    # previous mask) gets it from a similar neighbour (iliopsoas, autochthon, vertebrae, bladder).
+    # The next slice's box is built from that leak, so it compounds slice after slice. -1 keeps
+    # the wider mask whatever its rating (the rule before).
+    wider_min_gain: float = 0.01
     # Objects too thin to have an interior (see min_interior) are not offered the wider box: a 10 %
     # margin is under a pixel there, and the choice between two near-equal specks is noise that
     # lets the mask drift off a thin object (a cord, a small vessel) on a coarse grid.
@@ -204,6 +220,9 @@ class _Propagator:
                     mask, reason = self._retry(emb, prev, box, self.src.image(index), mask, reason)
                 if reason:
                     self.src.forget(index)
+                    if prev is None and not mask.any() and self.rules.confirm_stop:
+                        pending = pending or reason  # not found yet: what was never found cannot end
+                        continue
                     if not self.rules.confirm_stop or pending is not None:
                         return pending or reason
                     pending = reason  # one bad slice: skip it, prompt the next from the last good mask
@@ -222,7 +241,8 @@ class _Propagator:
 
     def _best_candidate(self, emb, box, prev):
         """(mask, box): the official prompt's, unless its mask shrinks and a wider box scores
-        better on IoU estimate x Dice with the previous mask."""
+        better on IoU estimate x Dice with the previous mask and the decoder rates it better
+        (wider_min_gain)."""
         boxes = _widened(box, self.rules.margins, self.t.model_extent(self.hw))
         masks, ious = self.p.decode_many(emb, boxes[:1], self.hw)
         if masks[0].sum() >= prev.sum() and self.rules.grow_margins:
@@ -231,7 +251,10 @@ class _Propagator:
             return masks[0], boxes[0]
         more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
         masks, ious = masks + more, np.concatenate([ious, more_ious])
-        best = int(np.argmax([iou * dice(m, prev) for m, iou in zip(masks, ious)]))
+        rated = ious[0] + self.rules.wider_min_gain
+        scores = [iou * dice(m, prev) if i == 0 or iou >= rated else -1.0
+                  for i, (m, iou) in enumerate(zip(masks, ious))]
+        best = int(np.argmax(scores))
         return masks[best], boxes[best]
 
     def _grown(self, emb, box, mask, iou, prev):
