@@ -303,3 +303,19 @@ def test_a_run_refills_the_stale_preview_on_show_and_a_cancelled_one_removes_it(
     assert controller.finishRun(job).state == "cancelled"
     assert controller.previewNode() is None and preview.GetScene() is None
     assert not segment(scene).any()
+
+
+def test_a_job_calls_back_in_its_worker_once_the_work_has_ended():
+    """A front end's event loop is woken by the job itself (no thread of its own waiting for it)."""
+    from MedSAMSegmentLib.effect.job import Job
+
+    gate, calls = threading.Event(), []
+    job = Job(lambda progress, cancelled: gate.wait(30) and "done")
+    job.whenFinished(lambda: calls.append((threading.current_thread() is job.thread, job.finished, job.result)))
+    job.start()
+    assert calls == []
+    gate.set()
+    job.thread.join(30)
+    assert calls == [(True, True, "done")]
+    job.whenFinished(lambda: calls.append("registered after the end"))
+    assert calls[-1] == "registered after the end"

@@ -42,6 +42,7 @@ class Job:
         self._finished = threading.Event()
         self._lock = threading.Lock()
         self._progress = (0, 0)
+        self._whenFinished = []
         self.result = None
         self.error = None
         self.started = None
@@ -61,7 +62,11 @@ class Job:
             self.error = exc
         finally:
             self.seconds = time.perf_counter() - self.started
-            self._finished.set()
+            with self._lock:
+                self._finished.set()
+                callbacks, self._whenFinished = self._whenFinished, []
+            for callback in callbacks:
+                callback()
 
     def _setProgress(self, done, total):
         with self._lock:
@@ -83,6 +88,15 @@ class Job:
     @property
     def finished(self):
         return self._finished.is_set()
+
+    def whenFinished(self, callback):
+        """callback() once the work has ended, in the worker thread (at once if it has ended): an event
+        loop is woken by it without a thread of its own waiting for the job."""
+        with self._lock:
+            if not self._finished.is_set():
+                self._whenFinished.append(callback)
+                return
+        callback()
 
     def wait(self, timeout=None):
         """True once the work has ended. Waiting releases the GIL, so the worker runs meanwhile."""

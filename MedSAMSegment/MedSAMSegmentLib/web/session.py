@@ -4,7 +4,7 @@ All tabs connected to one server share this session (one scene, one segmentation
 what one tab does, the others see, and a run started in one tab is the run of all of them, so a
 second Preview while it goes is refused with a message, as in Slicer. Every handler runs on the
 server's asyncio loop; the model runs in the controller's worker thread (effect/job.py) and is watched
-from the loop (its end awaited in a thread, its progress read every POLL_SECONDS), so views and the page
+from the loop (the worker wakes it when the job ends, its progress is read every POLL_SECONDS), so views and the page
 stay live during a propagation.
 """
 
@@ -414,12 +414,25 @@ class WebSession:
         return None
 
     async def _watch(self, job, axis):
-        # Waits in a thread (job.wait releases the GIL), so the result is shown as soon as it exists
+        # The worker wakes the loop when the job ends, so the result is shown as soon as it exists
         # rather than at the next poll; the progress bar is updated every POLL_SECONDS.
-        while not job.cancelled and not await asyncio.to_thread(job.wait, POLL_SECONDS):
-            done, total = job.progress  # a cancelled job is let go at once (job.py)
-            with self.state:
-                self.state.progress = int(100 * done / total) if total else 0
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def wake():  # in the worker thread
+            try:
+                loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+            except RuntimeError:  # the loop has been closed: the server stopped
+                pass
+
+        job.whenFinished(wake)
+        while not job.cancelled and not job.finished:  # a cancelled job is let go at once (job.py)
+            try:
+                await asyncio.wait_for(asyncio.shield(ended), POLL_SECONDS)
+            except asyncio.TimeoutError:
+                done, total = job.progress
+                with self.state:
+                    self.state.progress = int(100 * done / total) if total else 0
         # The views render the result only once its status line is sent: each render holds the loop
         # (the status would go after every view's frame), and the page shows the new frame with the
         # status that explains it. The views of the run's axis render first.
