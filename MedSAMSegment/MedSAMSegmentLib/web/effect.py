@@ -178,13 +178,13 @@ def effectClasses():
             except InputError as exc:
                 self.session.report(str(exc))
                 return
+            self.session.boxDrawn(prompt, added)  # first: a run it starts renders the box with its result
             if not added:
                 for other in self.livePipelines():
                     other.clearBands()
                 pipeline.showBox(None, rasCorners)
             else:
                 pipeline.showBox(prompt.keySlice, rasCorners)
-            self.session.boxDrawn(prompt, added)
 
         def probe(self, pipeline, xy):
             self.session.probe(xyToRasArray(pipeline.sliceNode()), xy)

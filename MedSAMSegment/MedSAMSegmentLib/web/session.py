@@ -27,6 +27,10 @@ FRAME_QUALITY = 90
 OTHER_VIEWS_AFTER_S = 0.03
 # How long the result's frames wait for the status line to be sent before it (at most).
 STATUS_FIRST_S = 0.2
+# A run holds the views' frames this long at most: the result of a run on an encoded slice comes
+# sooner, and the box just drawn is rendered with it, once (a frame of the box alone would take the
+# CPU from the model, and the page its decoding); a longer run shows the box after this.
+BOX_WITH_RESULT_S = 0.1
 # The first background pre-encoding (which loads torch and the model) starts once the views have stayed
 # on their slices this long, or at once when a box is started: the first frames are rendered before it.
 # Later view changes are handed over at once, so a box drawn right after a slice change finds its
@@ -410,10 +414,15 @@ class WebSession:
 
         # Kept, not returned: a page handler that returns an awaitable holds the page's next
         # clicks (Cancel!) until it completes.
-        self.watcher = create_task(self._watch(job, self.controller.snapshot.axis))
+        axis = self.controller.snapshot.axis
+        boxViews = self._viewsAlong(axis)
+        for key in boxViews:
+            self.views[key].set_render_blocked(True)
+        held = asyncio.get_event_loop().call_later(BOX_WITH_RESULT_S, self._renderAfterHold, None, boxViews)
+        self.watcher = create_task(self._watch(job, axis, held))
         return None
 
-    async def _watch(self, job, axis):
+    async def _watch(self, job, axis, held):
         # The worker wakes the loop when the job ends, so the result is shown as soon as it exists
         # rather than at the next poll; the progress bar is updated every POLL_SECONDS.
         loop = asyncio.get_running_loop()
@@ -436,6 +445,7 @@ class WebSession:
         # The views render the result only once its status line is sent: each render holds the loop
         # (the status would go after every view's frame), and the page shows the new frame with the
         # status that explains it. The views of the run's axis render first.
+        held.cancel()
         for view in self.views.values():
             view.set_render_blocked(True)
         try:
@@ -458,14 +468,18 @@ class WebSession:
             except asyncio.TimeoutError:
                 pass
 
-    def _renderAfterHold(self, axis, keys=None):
-        """Unblock views held by _watch (each renders once): `keys`, or those along `axis`; returns
-        the keys of the others. The app shows all its views all the time: unblocked is their state
-        (a later run may hold them again before an earlier one's delayed release)."""
+    def _viewsAlong(self, axis):
+        """Keys of the views showing slices along index axis `axis` ("i", "j" or "k")."""
         from ..effect.prompts import AXIS_POSITION
 
+        return [key for key, view in self.views.items() if self._sliceIndex(view)[0] == AXIS_POSITION.get(axis)]
+
+    def _renderAfterHold(self, axis, keys=None):
+        """Unblock views held by run or _watch (each renders once): `keys`, or those along `axis`;
+        returns the keys of the others. The app shows all its views all the time: unblocked is their
+        state (a later run may hold them again before an earlier one's delayed release)."""
         if keys is None:
-            keys = [key for key, view in self.views.items() if self._sliceIndex(view)[0] == AXIS_POSITION.get(axis)]
+            keys = self._viewsAlong(axis)
         for key in keys:
             if key in self.views:  # not closed meanwhile
                 self.views[key].set_render_blocked(False)
