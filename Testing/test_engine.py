@@ -230,10 +230,18 @@ def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
     assert steady.calls == [1] and np.array_equal(mask, _disc(10)) and np.array_equal(chosen, box)
 
     # shrinking: the wider box is decoded; it wins on IoU estimate x Dice with the previous mask
-    shrinking = _ScriptedDecoder([(_disc(6), 0.9), (_disc(10), 0.8)])
+    # (the official box cut the object: the decoder rates the wider box's mask better)
+    shrinking = _ScriptedDecoder([(_disc(6), 0.8), (_disc(10), 0.9)])
     run = _Propagator(shrinking, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
     mask, chosen = run._best_candidate(None, box, prev)
     assert shrinking.calls == [1, 1] and np.array_equal(mask, _disc(10)) and chosen[2] > box[2]
+
+    # a wider mask the decoder does not rate better is not kept, however like the previous it is
+    # (the object shrank; its old size would come from a neighbour)
+    unrated = _ScriptedDecoder([(_disc(6), 0.9), (_disc(10), 0.9)])
+    run = _Propagator(unrated, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
+    mask, chosen = run._best_candidate(None, box, prev)
+    assert np.array_equal(mask, _disc(6)) and np.array_equal(chosen, box)
 
     # a wider box that leaks loses to the official one despite a higher IoU estimate
     leaking = _ScriptedDecoder([(_disc(8), 0.8), (_disc(20), 0.95)])
