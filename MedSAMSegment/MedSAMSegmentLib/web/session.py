@@ -412,13 +412,13 @@ class WebSession:
         self.state.flush()
         from trame_server.utils.asynchronous import create_task
 
-        # Kept, not returned: a page handler that returns an awaitable holds the page's next
-        # clicks (Cancel!) until it completes.
         axis = self.controller.snapshot.axis
         boxViews = self._viewsAlong(axis)
-        for key in boxViews:
+        for key in boxViews:  # until the result, at most BOX_WITH_RESULT_S
             self.views[key].set_render_blocked(True)
         held = asyncio.get_event_loop().call_later(BOX_WITH_RESULT_S, self._renderAfterHold, None, boxViews)
+        # Kept, not returned: a page handler that returns an awaitable holds the page's next
+        # clicks (Cancel!) until it completes.
         self.watcher = create_task(self._watch(job, axis, held))
         return None
 
