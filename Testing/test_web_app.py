@@ -247,6 +247,36 @@ def test_a_result_renders_after_its_status_the_boxs_view_first(session, monkeypa
         session.controller.removePreview()
 
 
+def test_the_progress_bar_shows_only_once_a_run_has_gone_on_for_a_while(session, monkeypatch):
+    """A quick preview does not flash the progress bar (its animation costs the page what the result's
+    frame needs); a longer run shows it until its end."""
+    from MedSAMSegmentLib.web import session as module
+
+    def shownDuringRun():
+        async def go():
+            shown = []
+            session.run("preview")
+            while not session.watcher.done():
+                shown.append(session.state.show_progress)
+                await asyncio.sleep(0.001)
+            return shown
+
+        return session.loop.run_until_complete(go())
+
+    session.state.update({"mode": "slice", "preview_on_release": False})
+    session.applyParameters()
+    _drag(session, BOX[:3], BOX[3:])
+    monkeypatch.setattr(module, "POLL_SECONDS", 0.001)
+    try:
+        monkeypatch.setattr(module, "PROGRESS_AFTER_S", 60.0)
+        assert True not in shownDuringRun()
+        monkeypatch.setattr(module, "PROGRESS_AFTER_S", 0.0)
+        _drag(session, (BOX[0] - 2, BOX[1] - 2, BOX[2]), (BOX[3] + 2, BOX[4] + 2, BOX[2]))  # decoder work again
+        assert True in shownDuringRun() and not session.state.show_progress
+    finally:
+        session.controller.removePreview()
+
+
 def test_window_level_fields_set_the_display(session):
     display = session.volumeNode.GetScalarVolumeDisplayNode()
     session.state.update({"window": 321.0, "level": 123.0})

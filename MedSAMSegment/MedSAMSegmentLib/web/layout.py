@@ -85,7 +85,7 @@ def _panel(server, session, guarded, html, v3):
                 raw_attrs=_testid("redo"))
         v3.VBtn("Save", click=guarded(session.save), disabled=("busy || !can_save",), size="small",
                 raw_attrs=_testid("save"))
-    v3.VProgressLinear(model_value=("progress",), v_show="busy", indeterminate=("busy && progress === 0",),
+    v3.VProgressLinear(model_value=("progress",), v_show="show_progress", indeterminate=("show_progress && progress === 0",),
                        classes="my-1")
     html.Div("{{ status }}", classes="medsam-status",
              raw_attrs=_testid("status") + [''':data-busy="busy ? 'true' : 'false'"'''])

@@ -31,6 +31,9 @@ STATUS_FIRST_S = 0.2
 # sooner, and the box just drawn is rendered with it, once (a frame of the box alone would take the
 # CPU from the model, and the page its decoding); a longer run shows the box after this.
 BOX_WITH_RESULT_S = 0.1
+# The progress bar shows once a run has gone on this long: a quick preview does not flash it (its
+# animation, drawn by the browser, would compete with the result's frame).
+PROGRESS_AFTER_S = 0.5
 # The first background pre-encoding (which loads torch and the model) starts once the views have stayed
 # on their slices this long, or at once when a box is started: the first frames are rendered before it.
 # Later view changes are handed over at once, so a box drawn right after a slice change finds its
@@ -153,7 +156,7 @@ class WebSession:
         display = self.volumeNode.GetScalarVolumeDisplayNode()
         state.update({
             "status": "Draw a box around the object in a slice view", "busy": False, "error": "",
-            "progress": 0, "probe": "", "model_window": "", "saved": "",
+            "progress": 0, "show_progress": False, "probe": "", "model_window": "", "saved": "",
             "mode": self.controller.parameter("Mode"), "range": self.controller.parameter("Range"),
             "slices_around": int(self.controller.parameter("SlicesAround")),
             "apply_mode": self.controller.parameter("ApplyMode"),
@@ -435,6 +438,7 @@ class WebSession:
                 pass
 
         job.whenFinished(wake)
+        started = loop.time()
         while not job.cancelled and not job.finished:  # a cancelled job is let go at once (job.py)
             try:
                 await asyncio.wait_for(asyncio.shield(ended), POLL_SECONDS)
@@ -442,6 +446,7 @@ class WebSession:
                 done, total = job.progress
                 with self.state:
                     self.state.progress = int(100 * done / total) if total else 0
+                    self.state.show_progress = loop.time() - started >= PROGRESS_AFTER_S
         # The views render the result only once its status line is sent: each render holds the loop
         # (the status would go after every view's frame), and the page shows the new frame with the
         # status that explains it. The views of the run's axis render first.
@@ -502,6 +507,7 @@ class WebSession:
         finally:
             self.state.busy = False
             self.state.progress = 0
+            self.state.show_progress = False
             self._refreshUndo()
             self.state.flush()  # the status line goes out before the views' frames with the result
             self.renderAll()
