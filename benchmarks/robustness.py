@@ -98,8 +98,9 @@ def encode_cost(case, grid):
 ROW_FIELDS = ("case", "grid", "structure", "label", "class", "voxels", "slices", "official", "seconds")
 
 
-def run_grid(pred, case, grid, variants, embeddings_dir=None, log=print):
-    """Rows of one (case, grid): every label, official once, default once per rules variant."""
+def run_grid(pred, case, grid, variants, embeddings_dir=None, log=print, official=None):
+    """Rows of one (case, grid): every label, official once, default once per rules variant.
+    official: {(case, grid, label): Dice} from an earlier run, not re-measured (--official-from)."""
     from MedSAMSegmentLib.intensity import auto_window
     from MedSAMSegmentLib.propagation import segment_volume
 
@@ -128,8 +129,10 @@ def run_grid(pred, case, grid, variants, embeddings_dir=None, log=print):
                "class": structure_class(name, native.get(int(value), 0.0)),
                "voxels": int(gt.sum()), "slices": box[5] - box[2] + 1}
         t = time.perf_counter()
-        off = segment_volume(pred, image, window, box, axis="k", mode="official")
-        row["official"] = dice(off.mask, gt)
+        known = (official or {}).get((case, grid, int(value)))
+        if known is None:
+            known = dice(segment_volume(pred, image, window, box, axis="k", mode="official").mask, gt)
+        row["official"] = known
         for vname, rules in variants.items():
             res = segment_volume(pred, image, window, box, axis="k", mode="default", rules=rules)
             row[vname] = dice(res.mask, gt)
@@ -199,7 +202,7 @@ def variants(previous=False):
     return found
 
 
-def run(cases, grids, rule_variants, embeddings_dir=None, output=RESULTS / "robustness"):
+def run(cases, grids, rule_variants, embeddings_dir=None, output=RESULTS / "robustness", official=None):
     """Measure, write OUTPUT.json after each (case, grid) and OUTPUT.md at the end; returns rows."""
     from MedSAMSegmentLib.predictor import Predictor
 
@@ -210,7 +213,7 @@ def run(cases, grids, rule_variants, embeddings_dir=None, output=RESULTS / "robu
     # Cheapest (case, grid) first, so that an interrupted run has measured as much as it could.
     for case, grid in sorted(((c, g) for c in cases for g in grids), key=lambda cg: encode_cost(*cg)):
         grid_rows, spacing = run_grid(pred, case, grid, rule_variants, embeddings_dir,
-                                      log=lambda s: print(s, file=sys.stderr, flush=True))
+                                      log=lambda s: print(s, file=sys.stderr, flush=True), official=official)
         rows += grid_rows
         spacings[f"{case}/{grid}"] = [round(float(s), 3) for s in spacing]
         Path(str(output) + ".json").write_text(json.dumps({"rows": rows, "spacings": spacings}, indent=1))
@@ -247,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--report-from", nargs="*", help="only re-write OUTPUT.md from these result files")
     parser.add_argument("--previous", action="store_true", help="also measure the rules before issue 15 "
                         "(a third of the decoder time more)")
+    parser.add_argument("--official-from", help="take official Dice from this earlier OUTPUT.json instead of "
+                        "re-running the official procedure (it does not change with the default rules)")
     args = parser.parse_args(argv)
     if args.report_from:  # e.g. several partial runs of disjoint (case, grid) pairs
         parts = [json.loads(Path(f).read_text()) for f in args.report_from]
@@ -258,7 +263,11 @@ def main(argv=None):
         return
     torch.set_num_threads(2)
     cases = [c for c in CASES if not args.cases or any(s in c for s in args.cases)]
-    run(cases, args.grids, variants(args.previous), args.embeddings_dir, args.output)
+    official = None
+    if args.official_from:
+        earlier = json.loads(Path(args.official_from).read_text())["rows"]
+        official = {(r["case"], r["grid"], int(r["label"])): r["official"] for r in earlier}
+    run(cases, args.grids, variants(args.previous), args.embeddings_dir, args.output, official)
 
 
 if __name__ == "__main__":
