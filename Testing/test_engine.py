@@ -201,17 +201,25 @@ def test_widened_candidates_grow_per_side_and_stay_on_the_image():
 
 
 class _ScriptedDecoder:
-    """Answers decode_many with prepared (mask, IoU estimate) pairs and records the boxes asked."""
+    """Answers decode_many and decode_candidates with prepared (mask, IoU estimate) pairs; records
+    the boxes asked and the candidates' masks made."""
 
     def __init__(self, answers):
         from MedSAMSegmentLib.preprocess import LiteTransform
 
-        self.transform, self.answers, self.calls = LiteTransform(), list(answers), []
+        self.transform, self.answers, self.calls, self.made = LiteTransform(), list(answers), [], []
 
     def decode_many(self, embedding, boxes, hw):
         self.calls.append(len(boxes))
         masks, ious = zip(*[self.answers.pop(0) for _ in boxes])
         return list(masks), np.array(ious)
+
+    def decode_candidates(self, embedding, boxes, hw):
+        from MedSAMSegmentLib.predictor import Candidates
+
+        self.calls.append(len(boxes))
+        masks, ious = zip(*[self.answers.pop(0) for _ in boxes])
+        return Candidates(np.array(ious), lambda n: self.made.append(n) or masks[n])
 
 
 def _disc(radius, size=64):
@@ -242,6 +250,7 @@ def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
     run = _Propagator(unrated, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
     mask, chosen = run._best_candidate(None, box, prev)
     assert np.array_equal(mask, _disc(6)) and np.array_equal(chosen, box)
+    assert unrated.made == []  # and its mask is never made (the upscaling is a third of a decode)
 
     # a wider box that leaks loses to the official one despite a higher IoU estimate
     leaking = _ScriptedDecoder([(_disc(8), 0.8), (_disc(20), 0.95)])
@@ -289,3 +298,24 @@ def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one()
     bar[20:22, 10:50] = True
     run = _tissue_run(bar, np.where(bar, 180, 20).astype(np.uint8))
     assert run._stop_reason(bar, bar, whole, np.where(bar, 250, 20).astype(np.uint8)) is None
+
+
+def test_grow_keeps_the_best_rated_candidate_that_holds_the_previous_mask_and_makes_no_other():
+    from dataclasses import replace
+
+    from MedSAMSegmentLib.propagation import DEFAULT_RULES, _Propagator
+
+    prev, box = _disc(10), np.array([80, 80, 176, 176], np.float32)
+    rules = replace(DEFAULT_RULES, grow_margins=(0.1, 0.25, 0.5))
+    # official 0.80; wider: 0.85 (grows), 0.95 (rated best but moved off the previous mask), 0.70
+    moved = np.roll(_disc(12), 20, axis=1)
+    scripted = _ScriptedDecoder([(_disc(11), 0.85), (moved, 0.95), (_disc(14), 0.70)])
+    run = _Propagator(scripted, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1, rules)
+    mask, chosen = run._grown(None, box, _disc(10), 0.80, prev)
+    assert np.array_equal(mask, _disc(11)) and chosen[2] > box[2]
+    assert scripted.made == [1, 0]  # best rated first, down to the winner; the one rated below official never
+
+    nothing = _ScriptedDecoder([(_disc(11), 0.75), (_disc(12), 0.8), (_disc(14), 0.70)])
+    run = _Propagator(nothing, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1, rules)
+    mask, chosen = run._grown(None, box, _disc(10), 0.80, prev)
+    assert np.array_equal(mask, _disc(10)) and np.array_equal(chosen, box) and nothing.made == []

@@ -68,3 +68,17 @@ def test_memo_follows_the_embedding_not_a_stale_slice(network_and_embedding):
     expected, _ = _reference(net, other, BOXES[:1])
     assert not torch.allclose(first, second)
     assert torch.allclose(second, expected, atol=1e-3)
+
+
+def test_each_upscaled_candidate_equals_the_batch_decode_bit_for_bit(network_and_embedding):
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+
+    net, embedding = network_and_embedding
+    with torch.inference_mode():
+        decoder = FastMaskDecoder(net)
+        sparse, _ = net.prompt_encoder(points=None, boxes=torch.tensor(BOXES, dtype=torch.float32), masks=None)
+        logits, iou = decoder(embedding, sparse)
+        state, iou_first = decoder.prompted(embedding, sparse)
+        for n in (2, 0):  # in any order, alone: propagation makes only the masks it looks at
+            assert torch.equal(decoder.logits(state, n, n + 1)[0], logits[n])
+    assert torch.equal(iou_first, iou)

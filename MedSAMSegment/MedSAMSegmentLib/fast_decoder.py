@@ -189,7 +189,10 @@ class FastMaskDecoder:
                 out[b, start : start + UPSCALE_CHUNK] = torch.matmul(x, hyper[b]).view(-1, 16)
         return out
 
-    def __call__(self, embedding, sparse):
+    def prompted(self, embedding, sparse):
+        """((keys, hyper), iou (B,)): the two-way transformer for B prompts, everything but the
+        upscaling. The IoU estimates are final here; logits(state, b) upscales one prompt's mask, so
+        a caller that keeps one of several candidates pays the upscaling (a third of a decode) once."""
         dec, tr = self.decoder, self.transformer
         batch = sparse.shape[0]
         terms = self._image_terms(embedding)
@@ -203,10 +206,21 @@ class FastMaskDecoder:
         attn = _tokens_to_image(final, queries + tokens, keys + self.pe, keys)
         queries = tr.norm_final_attn(queries + attn)
 
-        h, w = self.grid
         hyper = dec.output_hypernetworks_mlps[0](queries[:, 1])  # the single-mask token
-        logits = self._upscaled_logits(keys, hyper)  # (B, h*w, 16)
-        # [b, y, x, i, j, k, l] is the logit of pixel (4y + 2i + k, 4x + 2j + l)
-        logits = logits.view(batch, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, 4 * h, 4 * w)
         iou = dec.iou_prediction_head(queries[:, 0])[:, 0]
-        return logits, iou
+        return (keys, hyper), iou
+
+    def logits(self, state, first=0, stop=None):
+        """(n, 4h, 4w) mask logits of prompts first..stop-1 of a prompted() state; each prompt's are
+        the same whichever others are upscaled with it (the upscaling runs prompt by prompt)."""
+        keys, hyper = state
+        keys, hyper = keys[first:stop], hyper[first:stop]
+        batch = keys.shape[0]
+        h, w = self.grid
+        logits = self._upscaled_logits(keys, hyper)  # (n, h*w, 16)
+        # [b, y, x, i, j, k, l] is the logit of pixel (4y + 2i + k, 4x + 2j + l)
+        return logits.view(batch, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, 4 * h, 4 * w)
+
+    def __call__(self, embedding, sparse):
+        state, iou = self.prompted(embedding, sparse)
+        return self.logits(state), iou

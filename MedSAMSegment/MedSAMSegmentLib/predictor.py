@@ -231,6 +231,24 @@ class Predictor:
         logits, iou = self.decode_logits(embedding, model_boxes)
         return [self.transform.mask_from_logits(one, hw) for one in logits], iou
 
+    def decode_candidates(self, embedding, model_boxes, hw):
+        """Candidates for several boxes on one slice: the decoder's IoU estimates now, each mask when
+        asked. Each mask equals decode_many's for the same boxes, bit for bit."""
+        torch = import_torch()
+        if self._decoder is None:
+            masks, iou = self.decode_many(embedding, model_boxes, hw)
+            return Candidates(iou, masks.__getitem__)
+        with self._foreground_call(), torch.inference_mode():
+            boxes = torch.as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
+            sparse, _ = self.network.prompt_encoder(points=None, boxes=boxes, masks=None)
+            state, iou = self._decoder.prompted(embedding, sparse)
+
+        def mask(index):
+            with self._foreground_call(), torch.inference_mode():
+                return self.transform.mask_from_logits(self._decoder.logits(state, index, index + 1)[0], hw)
+
+        return Candidates(iou.float().cpu().numpy(), mask)
+
     def segment_2d(self, image, box_xyxy, cache_key=None, official_box=False):
         """uint8 mask of a uint8 2D image for a pixel box (x0, y0, x1, y1), inclusive."""
         image = np.asarray(image)
@@ -242,6 +260,24 @@ class Predictor:
 
     def clear_cache(self):
         self.cache.clear()
+
+
+class Candidates:
+    """Candidate boxes decoded on one slice: `ious`, the decoder's estimates, and `mask(n)`, made on
+    first use. Propagation decodes up to four boxes per slice and keeps one; the upscaling to a mask
+    is a third of a decode, so the masks it never looks at are never made."""
+
+    def __init__(self, ious, make_mask):
+        self.ious = np.asarray(ious)
+        self._make, self._masks = make_mask, {}
+
+    def __len__(self):
+        return len(self.ious)
+
+    def mask(self, index):
+        if index not in self._masks:
+            self._masks[index] = self._make(index)
+        return self._masks[index]
 
 
 class StaleEncodeError(MedSAMError):

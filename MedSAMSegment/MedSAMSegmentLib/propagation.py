@@ -249,26 +249,29 @@ class _Propagator:
             return self._grown(emb, boxes[0], masks[0], ious[0], prev)
         if masks[0].sum() >= prev.sum() or not self._widens(prev):  # not shrinking, or too thin to widen
             return masks[0], boxes[0]
-        more, more_ious = self.p.decode_many(emb, boxes[1:], self.hw)
-        masks, ious = masks + more, np.concatenate([ious, more_ious])
-        rated = ious[0] + self.rules.wider_min_gain
-        scores = [iou * dice(m, prev) if i == 0 or iou >= rated else -1.0
-                  for i, (m, iou) in enumerate(zip(masks, ious))]
+        wider = self.p.decode_candidates(emb, boxes[1:], self.hw)
+        rated = ious[0] + self.rules.wider_min_gain  # a wider mask the decoder does not rate better is never made
+        scores = [ious[0] * dice(masks[0], prev)] + [
+            iou * dice(wider.mask(n), prev) if iou >= rated else -1.0 for n, iou in enumerate(wider.ious)]
         best = int(np.argmax(scores))
-        return masks[best], boxes[best]
+        return (masks[0], boxes[0]) if best == 0 else (wider.mask(best - 1), boxes[best])
 
     def _grown(self, emb, box, mask, iou, prev):
         """(mask, box): among the official box and its widened versions (grow_margins), the mask with
         the highest decoder IoU estimate that keeps GROW_KEEP of the previous mask and stays within
         grow_max_pixels."""
         wider = _widened(box, self.rules.grow_margins, self.t.model_extent(self.hw))[1:]
-        more, more_ious = self.p.decode_many(emb, wider, self.hw)
-        best, best_iou, best_box = mask, iou, box
+        more = self.p.decode_candidates(emb, wider, self.hw)
         limit = self.rules.grow_max_pixels or mask.size
-        for m, i, b in zip(more, more_ious, wider):
-            if i > best_iou and (m & prev).sum() >= GROW_KEEP * prev.sum() and m.sum() <= limit:
-                best, best_iou, best_box = m, i, b
-        return best, best_box
+        # Best rated first (the first box on a tie); the first that keeps the previous mask wins, so
+        # only the masks rated above the official one, down to the winner, are made.
+        for n in sorted(range(len(more)), key=lambda n: -more.ious[n]):
+            if more.ious[n] <= iou:
+                break
+            m = more.mask(n)
+            if (m & prev).sum() >= GROW_KEEP * prev.sum() and m.sum() <= limit:
+                return m, wider[n]
+        return mask, box
 
     def _retry(self, emb, prev, box, image, mask, reason):
         """(mask, reason) after retrying a bad slice with the last good mask's box widened; the
