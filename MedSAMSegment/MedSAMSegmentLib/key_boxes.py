@@ -128,9 +128,21 @@ def _box_iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
-def _takes_new(rule, s, key, box, other, other_box, new_mask, old_mask):
+def _size_fit(area, side):
+    """How well a mask's area matches a square of `side` pixels (1: exactly; the ratio of the two)."""
+    expected = side * side
+    return min(area, expected) / max(area, expected, 1e-9)
+
+
+def _takes_new(rule, s, key, box, other, other_box, new_mask, old_mask, areas=None):
     """Whether slice s, between an added key slice and the earlier key slice `other` (None: the
-    range end, where nothing earlier was prompted), takes the added key's run (MEET_RULE)."""
+    range end, where nothing earlier was prompted), takes the added key's run (MEET_RULE).
+    areas: the mask areas on the added key slice and on `other`; with them the evidence is the
+    bounding box's IoU with the box interpolated between the two key boxes times the mask's size
+    against the size interpolated between the two key masks (linear sizes, the square roots of the
+    areas, interpolate as the boxes' sides do: a cone's area does not). A box alone prefers a mask
+    that leaks to the box's extent over one that under-fills it (MR liver below an added box:
+    1,771 px where the truth has 1,022 and the earlier result 769; interpolated, 1,025)."""
     if other is None:
         return True
     nearer_new = abs(s - key) <= abs(s - other)
@@ -139,6 +151,10 @@ def _takes_new(rule, s, key, box, other, other_box, new_mask, old_mask):
     t = (s - key) / (other - key)
     want = (1 - t) * np.asarray(box, float) + t * np.asarray(other_box, float)
     new, old = _box_iou(_mask_box(new_mask), want), _box_iou(_mask_box(old_mask), want)
+    if areas is not None:
+        side = (1 - t) * np.sqrt(areas[0]) + t * np.sqrt(areas[1])
+        new *= _size_fit(float(new_mask.sum()), side)
+        old *= _size_fit(float(old_mask.sum()), side)
     return new > old or (new == old and nearer_new)
 
 
@@ -147,8 +163,8 @@ def _start_key(prop, predictor, source, key, box2d, hw):
     why it stopped (nothing found) or None. The model under-fills a tight box, so when the mask's
     bounding box covers less than KEY_FILL of the user's box, the box widened by KEY_MARGINS per side
     is decoded too; each mask is clipped to the user's box (the user says the object is inside it),
-    and among the masks the decoder rates within KEY_IOU_DROP of the user box's own, the one whose
-    bounding box fits the user's box best wins."""
+    and among the masks the decoder rates within KEY_IOU_DROP of the user box's own, the narrowest box's
+    whose bounding box covers KEY_FILL of the user's box wins (none: the best fit)."""
     from .propagation import _widened
 
     reason = prop.run_direction([key], None)
@@ -167,10 +183,16 @@ def _start_key(prop, predictor, source, key, box2d, hw):
         # box 2 px loose: 0.96 for the user box, 0.71 at 30 % wider, whose mask fills the box).
         fits = [_box_iou(_mask_box(m & inside), box2d) if iou >= ious[0] - KEY_IOU_DROP else -1.0
                 for m, iou in zip(masks, ious)]
-        mask = masks[int(np.argmax(fits))]  # the narrowest box on a tie
+        # The narrowest box whose mask reaches the user's box (KEY_FILL) wins: a wider one fills the
+        # box's corners too, with what lies beside an irregular object (CT stomach, 392-px box, 218 px
+        # of stomach: 230 px at 5 % wider, Dice 0.93; 324 px at 20 %, the best fit, Dice 0.80).
+        reach = [n for n, fit in enumerate(fits) if fit >= KEY_FILL]
+        mask = masks[reach[0] if reach else int(np.argmax(fits))]  # the narrowest box on a tie
     if (mask & inside).any():
         prop.masks[key] = mask & inside
-    return reason
+        return reason
+    del prop.masks[key]  # a mask wholly outside the user's box is not the object the box shows
+    return f"nothing found in the box on slice {key}"
 
 
 def run_context(predictor, window, axis, mode, rules, hw):
@@ -269,10 +291,22 @@ def _added_layer(predictor, source, hw, mode, tick, cancel, total, rules, meet, 
     key_mask = prop.masks.get(key)
     pending = pending if key_mask is None else None  # an empty key slice is one bad slice
 
+    def areas(other):
+        found = earlier.get(other) if other is not None else None
+        return None if key_mask is None or found is None else (float(key_mask.sum()), float(found[0].sum()))
+
     def rejoins(index, mask):
+        """Why the run ends on `index` (meet "join"): it agrees with the earlier result there, or the
+        earlier result is the better evidence there (_takes_new), and the run would go on from a
+        mask that lost."""
         found = earlier.get(index)
-        if meet == "join" and found is not None and dice(mask, found[0]) >= AGREE:
+        if meet != "join" or found is None:
+            return None
+        if dice(mask, found[0]) >= AGREE:
             return f"rejoined the earlier result on slice {index}"
+        other, other_box = above if index > key else below
+        if not _takes_new(meet, index, key, box, other, other_box, mask, found[0], areas(other)):
+            return f"the earlier result fits better from slice {index}"
         return None
 
     def area(b):
@@ -286,11 +320,18 @@ def _added_layer(predictor, source, hw, mode, tick, cancel, total, rules, meet, 
         # The object between here and the larger key slice fits that slice's box: a mask that
         # grows past its area has leaked (CT IVC near the pelvis: 126 pixels for 28, box 48).
         prop.rules = replace(rules, grow_margins=ADDED_GROW, grow_max_pixels=area(other_box)) if widens else rules
-        reasons[f"{direction} from {key}"] = prop.run_direction(list(order), key_mask, pending, rejoins)
+        # Where the user's box found nothing, one more empty slice ends the run (seek=False): a
+        # 2 x 2-voxel box on the 3-voxel end of the CT IVC otherwise prompted 27 slices, all empty.
+        reasons[f"{direction} from {key}"] = prop.run_direction(list(order), key_mask, pending, rejoins, seek=False)
     masks = {}
+    if key not in prop.masks and key in earlier:  # the model found nothing in the user's box: what
+        x0, y0, x1, y1 = box  # was there stays only inside it (the user says the object is there)
+        masks[key] = np.zeros(hw, bool)
+        masks[key][y0 : y1 + 1, x0 : x1 + 1] = earlier[key][0][y0 : y1 + 1, x0 : x1 + 1]
     for s, m in prop.masks.items():
         other, other_box = above if s > key else below
-        if s == key or s not in earlier or _takes_new(meet, s, key, box, other, other_box, m, earlier[s][0]):
+        if s == key or s not in earlier or _takes_new(meet, s, key, box, other, other_box, m, earlier[s][0],
+                                                      areas(other)):
             masks[s] = m
     return Layer(key, box, bounds, masks, reasons, source.key(key), settings, tuple(prop.slices),
                  tuple(np.asarray(b, np.float32) for b in prop.boxes))

@@ -188,11 +188,13 @@ class _Propagator:
         box = None if prev_mask is None else self.t.box_from_mask_official(prev_mask)
         return self.t.box_official(self.box2d, self.hw) if box is None else box
 
-    def run_direction(self, order, first_prev, pending=None, until=None):
+    def run_direction(self, order, first_prev, pending=None, until=None, seek=True):
         """Segment slices in `order`; returns why it stopped (None: reached the end). pending: why
         the slice before order[0] was bad (a stop rule fired there), so one more bad slice stops.
         until(index, mask): called on each good slice before it is written; a true value (why)
-        ends the run there, that slice unwritten (key_boxes.py: a run that rejoins a result)."""
+        ends the run there, that slice unwritten (key_boxes.py: a run that rejoins a result).
+        seek: while nothing has been found, empty slices do not stop the run (the first box spans
+        the object's slice range; an added box is on one slice, and says nothing of the next ones)."""
         prev = first_prev
         for pos, index in enumerate(order):
             if self.cancel is not None and self.cancel():
@@ -220,7 +222,7 @@ class _Propagator:
                     mask, reason = self._retry(emb, prev, box, self.src.image(index), mask, reason)
                 if reason:
                     self.src.forget(index)
-                    if prev is None and not mask.any() and self.rules.confirm_stop:
+                    if seek and prev is None and not mask.any() and self.rules.confirm_stop:
                         pending = pending or reason  # not found yet: what was never found cannot end
                         continue
                     if not self.rules.confirm_stop or pending is not None:
