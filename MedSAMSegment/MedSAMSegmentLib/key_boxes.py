@@ -8,27 +8,31 @@ The result is built in layers, one per box, in the order the boxes were given:
   same per-slice procedure and stop rules as one box, towards the nearest key slice of an earlier
   layer (or the end of the slice range), and overwrites the earlier layers' result on the slices
   it reaches. A run ends early where it rejoins that result: on the first slice where its mask
-  and the earlier result agree (Dice >= AGREE), the earlier result is kept from there on. An added
-  box therefore corrects its neighbourhood and leaves slices that already agree with it alone,
-  and adding a box decodes only the slices it changes.
+  and the earlier result agree (Dice >= AGREE), or where the earlier result is the better evidence
+  (MEET_RULE below), the earlier result is kept from there on. An added box therefore corrects its
+  neighbourhood and leaves slices that already agree with it alone, and adding a box decodes only
+  the slices it changes. Where the model finds nothing inside the user's box, that slice keeps only
+  what the earlier result has inside the box, and its runs end on the next empty slice.
 - A run towards a key slice whose box is much larger (GROW_RATIO) heads for a wider part of the
   object (a box added near an organ's end, the first box in its middle). The official prompt, the
   previous mask's box + 3 px, cannot grow as fast as the object does, so such a run also tries
   wider boxes where the mask does not shrink and keeps the one the decoder rates best
   (DefaultRules.grow_margins). Runs between key boxes of similar size prompt as one box does.
 - Where both exist, the new run's mask and the earlier result meet slice by slice (MEET_RULE): per
-  slice, the mask whose bounding box best matches (IoU) the box interpolated between the two key
-  slices' boxes. This also guards the slices before a rejoin: a run that wanders off and comes
-  back (CT L1 from a box on its 48-voxel edge slice: 36 voxels for 210 on the slices between)
-  does not replace the earlier masks there. A run that stops (the object ended for it) leaves the
-  earlier result beyond its stop.
+  slice, the mask that best matches the object interpolated between the two key slices: its bounding
+  box's IoU with the interpolated box times its size against the interpolated size (the square root
+  of the key masks' areas, interpolated as the boxes' sides are). This also guards the slices before
+  a rejoin: a run that wanders off and comes back (CT L1 from a box on its 48-voxel edge slice: 36
+  voxels for 210 on the slices between), or one that keeps the key slice's size where the object
+  shrinks (MR liver), does not replace the earlier masks there. A run that stops (the object ended
+  for it) leaves the earlier result beyond its stop.
 
                  layer 0:   first ... k0 ... last
     layer 1 (k1 > k0):               <--- k1 --->  (until it agrees, or to k0 / the range end)
 
 The slice range is the smallest range holding the first box's range and every key slice; layer 0
 still covers only its own range. MEET_RULES are measured in benchmarks/add_boxes.py
-(benchmarks/results/add_boxes.md): "join" as above, "box" (no early end: the interpolated-box
+(benchmarks/results/add_boxes.md): "join" as above, "box" (no early end: the interpolated-box-and-size
 choice on every slice between the two key slices) and "nearest" (the nearer key slice's run).
 
 Re-use (previous=): layer i depends only on layers 0..i-1, its key slice, box and bounds. A later
