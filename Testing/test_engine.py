@@ -258,25 +258,6 @@ def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
     mask, chosen = run._best_candidate(None, box, prev)
     assert np.array_equal(mask, _disc(8)) and np.array_equal(chosen, box)
 
-    # a wider mask that adds on one side only takes in a neighbour next to the object, however
-    # well rated and like the previous mask it is: the official mask is kept
-    j, i = np.ogrid[:64, :64]
-    neighbour = (i - 40) ** 2 + (j - 32) ** 2 <= 36
-    one_sided = _ScriptedDecoder([(_disc(6), 0.8), (_disc(6) | neighbour, 0.9)])
-    run = _Propagator(one_sided, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
-    mask, chosen = run._best_candidate(None, box, prev)
-    assert np.array_equal(mask, _disc(6)) and np.array_equal(chosen, box)
-
-
-def test_rim_share_is_the_share_of_the_official_edge_that_the_wider_mask_adds_to():
-    from MedSAMSegmentLib.propagation import _rim_share
-
-    j, i = np.ogrid[:64, :64]
-    neighbour = (i - 40) ** 2 + (j - 32) ** 2 <= 36
-    assert _rim_share(_disc(10), _disc(6)) == 1.0  # a rim all round
-    assert _rim_share(_disc(6), _disc(6)) == 0.0  # nothing added
-    assert 0.2 < _rim_share(_disc(6) | neighbour, _disc(6)) < 0.4  # one side
-
 
 def test_interior_is_the_pixels_whose_four_neighbours_are_in_the_mask():
     from MedSAMSegmentLib.propagation import _interior
