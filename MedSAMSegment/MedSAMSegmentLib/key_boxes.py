@@ -132,6 +132,14 @@ def _box_iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
+def _box_pixels(hw, box2d):
+    """bool (H, W): the pixels of an inclusive slice box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box2d
+    inside = np.zeros(hw, bool)
+    inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    return inside
+
+
 def _size_fit(area, side):
     """How well a mask's area matches a square of `side` pixels (1: exactly; the ratio of the two)."""
     expected = side * side
@@ -167,17 +175,15 @@ def _start_key(prop, predictor, source, key, box2d, hw):
     why it stopped (nothing found) or None. The model under-fills a tight box, so when the mask's
     bounding box covers less than KEY_FILL of the user's box, the box widened by KEY_MARGINS per side
     is decoded too; each mask is clipped to the user's box (the user says the object is inside it),
-    and among the masks the decoder rates within KEY_IOU_DROP of the user box's own, the narrowest box's
-    whose bounding box covers KEY_FILL of the user's box wins (none: the best fit)."""
+    and among the masks the decoder rates within KEY_IOU_DROP of the user box's own, the narrowest box
+    whose mask's bounding box covers KEY_FILL of the user's box wins (none: the best fit)."""
     from .propagation import _widened
 
     reason = prop.run_direction([key], None)
     mask = prop.masks.get(key)
     if mask is None:
         return reason
-    x0, y0, x1, y1 = box2d
-    inside = np.zeros(hw, bool)
-    inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    inside = _box_pixels(hw, box2d)
     if _box_iou(_mask_box(mask & inside), box2d) < KEY_FILL:
         emb = predictor.embedding(source.key(key), source.image(key))
         boxes = _widened(prop.boxes[-1], KEY_MARGINS, predictor.transform.model_extent(hw))
@@ -328,10 +334,8 @@ def _added_layer(predictor, source, hw, mode, tick, cancel, total, rules, meet, 
         # 2 x 2-voxel box on the 3-voxel end of the CT IVC otherwise prompted 27 slices, all empty.
         reasons[f"{direction} from {key}"] = prop.run_direction(list(order), key_mask, pending, rejoins, seek=False)
     masks = {}
-    if key not in prop.masks and key in earlier:  # the model found nothing in the user's box: what
-        x0, y0, x1, y1 = box  # was there stays only inside it (the user says the object is there)
-        masks[key] = np.zeros(hw, bool)
-        masks[key][y0 : y1 + 1, x0 : x1 + 1] = earlier[key][0][y0 : y1 + 1, x0 : x1 + 1]
+    if key not in prop.masks and key in earlier:  # the model found nothing in the user's box: what was
+        masks[key] = earlier[key][0].astype(bool) & _box_pixels(hw, box)  # there stays only inside it
     for s, m in prop.masks.items():
         other, other_box = above if s > key else below
         if s == key or s not in earlier or _takes_new(meet, s, key, box, other, other_box, m, earlier[s][0],

@@ -201,14 +201,18 @@ class Predictor:
         return self.embeddings([key], lambda _k: image)[0]
 
     # -- decoder -----------------------------------------------------------------------
+    def _box_prompts(self, model_boxes):
+        """(sparse, dense) prompt embeddings of N model-coordinate boxes (inside inference_mode)."""
+        boxes = import_torch().as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
+        return self.network.prompt_encoder(points=None, boxes=boxes, masks=None)
+
     def decode_logits(self, embedding, model_boxes):
         """Low-resolution logits (torch, N x model grid) and the decoder's own IoU estimates (N,)
         for N boxes on one embedding; one box (4 numbers) gives N = 1."""
         torch = import_torch()
         with self._foreground_call(), torch.inference_mode():
             net = self.network
-            boxes = torch.as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
-            sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
+            sparse, dense = self._box_prompts(model_boxes)
             if self._decoder is not None:
                 logits, iou = self._decoder(embedding, sparse)
                 return logits, iou.float().cpu().numpy()
@@ -239,8 +243,7 @@ class Predictor:
             masks, iou = self.decode_many(embedding, model_boxes, hw)
             return Candidates(iou, masks.__getitem__)
         with self._foreground_call(), torch.inference_mode():
-            boxes = torch.as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
-            sparse, _ = self.network.prompt_encoder(points=None, boxes=boxes, masks=None)
+            sparse, _ = self._box_prompts(model_boxes)
             state, iou = self._decoder.prompted(embedding, sparse)
 
         def mask(index):
