@@ -39,12 +39,15 @@ def _fast(decoder, net, embedding, boxes):
         return decoder(embedding, sparse)
 
 
-def test_fast_decoder_matches_the_reference_for_single_and_batched_boxes(network_and_embedding):
+@pytest.mark.parametrize("one_at_a_time", [True, False], ids=["cpu-one-prompt-at-a-time", "batched-as-on-gpu"])
+def test_fast_decoder_matches_the_reference_for_single_and_batched_boxes(network_and_embedding, one_at_a_time):
     from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     with torch.inference_mode():
         decoder = FastMaskDecoder(net)
+    assert decoder.one_at_a_time  # on the CPU; the batched path is the GPU's
+    decoder.one_at_a_time = one_at_a_time
     ref_logits, ref_iou = _reference(net, embedding, BOXES)
     logits, iou = _fast(decoder, net, embedding, BOXES)  # one batch of three candidates
     assert logits.shape == ref_logits.shape == (3, 256, 256)
@@ -82,3 +85,19 @@ def test_each_upscaled_candidate_equals_the_batch_decode_bit_for_bit(network_and
         for n in (2, 0):  # in any order, alone: propagation makes only the masks it looks at
             assert torch.equal(decoder.logits(state, n, n + 1)[0], logits[n])
     assert torch.equal(iou_first, iou)
+
+
+def test_the_cached_embedding_is_never_written(network_and_embedding):
+    """The image tokens' residuals are added in place after the first block; the first block's
+    residual is the cached embedding itself, which must come out unchanged (the cache serves it again)."""
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+
+    net, embedding = network_and_embedding
+    before = embedding.clone()
+    with torch.inference_mode():
+        decoder = FastMaskDecoder(net)
+    for one_at_a_time in (True, False):
+        decoder.one_at_a_time = one_at_a_time
+        _fast(decoder, net, embedding, BOXES)
+        _fast(decoder, net, embedding, BOXES[:1])
+    assert torch.equal(embedding, before)
