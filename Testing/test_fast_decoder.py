@@ -101,3 +101,27 @@ def test_the_cached_embedding_is_never_written(network_and_embedding):
         _fast(decoder, net, embedding, BOXES)
         _fast(decoder, net, embedding, BOXES[:1])
     assert torch.equal(embedding, before)
+
+
+@pytest.mark.parametrize("hw", [(101, 122), (122, 101), (97, 300)])
+def test_a_non_square_slice_skips_the_padding_and_keeps_its_mask(network_and_embedding, hw):
+    """The logits of the grid's padding (below or right of a non-square slice) are never upscaled;
+    the part the mask reads, and so the mask, is the full decode's."""
+    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.preprocess import LiteTransform
+
+    net, embedding = network_and_embedding
+    transform = LiteTransform()
+    extent = transform.logits_extent(hw)
+    assert min(extent) < 256
+    with torch.inference_mode():
+        decoder = FastMaskDecoder(net)
+    full, iou = _fast(decoder, net, embedding, BOXES)
+    with torch.inference_mode():
+        sparse, _ = net.prompt_encoder(points=None, boxes=torch.tensor(BOXES, dtype=torch.float32), masks=None)
+        part, iou_part = decoder(embedding, sparse, extent)
+    rows, cols = part.shape[1:]
+    assert (rows, cols) == tuple(-(-n // 4) * 4 for n in extent) and rows * cols < 256 * 256
+    assert torch.allclose(part, full[:, :rows, :cols], atol=1e-4) and torch.equal(iou_part, iou)
+    for n in range(len(BOXES)):
+        assert np.array_equal(transform.mask_from_logits(part[n], hw), transform.mask_from_logits(full[n], hw))

@@ -205,20 +205,24 @@ class FastMaskDecoder:
             added = _image_to_tokens_added(i2t, keys, scores, queries, None, in_place=True)  # keys: this call's own
         return queries, layer.norm4(added)
 
-    def _upscaled_logits(self, keys, hyper):
-        """(B, h*w, 16) mask logits: keys (B of (h*w, C)) through the upscaling, dotted with the mask
-        token's hypernetwork output hyper (B, c2). Pixel (2y+i, 2x+j) of the first upscaling is
-        [y*w+x, 2i+j]; the second splits each again. Runs over chunks of tokens so that the 16x larger
-        intermediate stays in the CPU's cache (in one piece, three candidate boxes make 25 MB)."""
-        batch, tokens = len(keys), keys[0].shape[0]
-        out = keys[0].new_empty(batch, tokens, 16)
+    def _upscaled_logits(self, keys, hyper, rows, cols):
+        """(B, rows*cols, 16) mask logits of the top-left rows x cols image tokens: keys (B of (h*w, C))
+        through the upscaling, dotted with the mask token's hypernetwork output hyper (B, c2). Pixel
+        (2y+i, 2x+j) of the first upscaling is [y*w+x, 2i+j]; the second splits each again. Runs over
+        chunks of tokens so that the 16x larger intermediate stays in the CPU's cache (in one piece,
+        three candidate boxes make 25 MB)."""
+        h, w = self.grid
+        out = keys[0].new_empty(len(keys), rows * cols, 16)
         norm = self.up_norm
-        for b in range(batch):
-            for start in range(0, tokens, UPSCALE_CHUNK):
-                x = _sub_pixels(keys[b][start : start + UPSCALE_CHUNK], *self.up1)  # (n, 4, c1)
+        step = max(1, UPSCALE_CHUNK // cols)  # token rows per chunk
+        for b, tokens in enumerate(keys):
+            grid = tokens.view(h, w, -1)
+            for top in range(0, rows, step):
+                x = grid[top : min(top + step, rows), :cols].reshape(-1, grid.shape[-1])
+                x = _sub_pixels(x, *self.up1)  # (n, 4, c1)
                 x = F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps)
                 x = self.up_acts[1](_sub_pixels(self.up_acts[0](x), *self.up2))  # (n, 4, 4, c2)
-                out[b, start : start + UPSCALE_CHUNK] = torch.matmul(x, hyper[b]).view(-1, 16)
+                out[b, top * cols : (top + step) * cols] = torch.matmul(x, hyper[b]).view(-1, 16)
         return out
 
     def prompted(self, embedding, sparse):
@@ -250,17 +254,22 @@ class FastMaskDecoder:
         iou = dec.iou_prediction_head(queries[:, 0])[:, 0]
         return (tuple(keys), hyper), iou  # keys: each prompt's (h*w, C) image tokens
 
-    def logits(self, state, first=0, stop=None):
+    def logits(self, state, first=0, stop=None, extent=None):
         """(n, 4h, 4w) mask logits of prompts first..stop-1 of a prompted() state; each prompt's are
-        the same whichever others are upscaled with it (the upscaling runs prompt by prompt)."""
+        the same whichever others are upscaled with it (the upscaling runs prompt by prompt).
+        extent (height, width): only the top-left part of the grid that the caller reads (the
+        image without its padding); the logits returned cover it in whole tokens (4 x 4 pixels)
+        and the padding's tokens are not upscaled (a 122 x 101 CT slice fills 212 of 256 rows)."""
         keys, hyper = state
         keys, hyper = keys[first:stop], hyper[first:stop]
         batch = len(keys)
         h, w = self.grid
-        logits = self._upscaled_logits(keys, hyper)  # (n, h*w, 16)
+        rows, cols = (h, w) if extent is None else (min(h, -(-extent[0] // 4)), min(w, -(-extent[1] // 4)))
+        logits = self._upscaled_logits(keys, hyper, rows, cols)  # (n, rows*cols, 16)
         # [b, y, x, i, j, k, l] is the logit of pixel (4y + 2i + k, 4x + 2j + l)
-        return logits.view(batch, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, 4 * h, 4 * w)
+        logits = logits.view(batch, rows, cols, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+        return logits.reshape(batch, 4 * rows, 4 * cols)
 
-    def __call__(self, embedding, sparse):
+    def __call__(self, embedding, sparse, extent=None):
         state, iou = self.prompted(embedding, sparse)
-        return self.logits(state), iou
+        return self.logits(state, extent=extent), iou

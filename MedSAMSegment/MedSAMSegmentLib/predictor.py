@@ -206,15 +206,16 @@ class Predictor:
         boxes = import_torch().as_tensor(np.asarray(model_boxes, np.float32).reshape(-1, 4), device=self.device)
         return self.network.prompt_encoder(points=None, boxes=boxes, masks=None)
 
-    def decode_logits(self, embedding, model_boxes):
+    def decode_logits(self, embedding, model_boxes, hw=None):
         """Low-resolution logits (torch, N x model grid) and the decoder's own IoU estimates (N,)
-        for N boxes on one embedding; one box (4 numbers) gives N = 1."""
+        for N boxes on one embedding; one box (4 numbers) gives N = 1. With the slice's (H, W),
+        the fast decoder may leave out the grid's padding, which its mask never reads."""
         torch = import_torch()
         with self._foreground_call(), torch.inference_mode():
             net = self.network
             sparse, dense = self._box_prompts(model_boxes)
             if self._decoder is not None:
-                logits, iou = self._decoder(embedding, sparse)
+                logits, iou = self._decoder(embedding, sparse, None if hw is None else self.transform.logits_extent(hw))
                 return logits, iou.float().cpu().numpy()
             logits, iou = net.mask_decoder(
                 image_embeddings=embedding.to(self.device, torch.float32)[None],
@@ -227,12 +228,12 @@ class Predictor:
 
     def decode(self, embedding, model_box, hw):
         """Mask (bool H x W) for a box already in model coordinates (x0, y0, x1, y1)."""
-        logits, _ = self.decode_logits(embedding, model_box)
+        logits, _ = self.decode_logits(embedding, model_box, hw)
         return self.transform.mask_from_logits(logits[0], hw)
 
     def decode_many(self, embedding, model_boxes, hw):
         """Masks (bool H x W) for several boxes on one slice, and the decoder's IoU estimates."""
-        logits, iou = self.decode_logits(embedding, model_boxes)
+        logits, iou = self.decode_logits(embedding, model_boxes, hw)
         return [self.transform.mask_from_logits(one, hw) for one in logits], iou
 
     def decode_candidates(self, embedding, model_boxes, hw):
@@ -248,7 +249,8 @@ class Predictor:
 
         def mask(index):
             with self._foreground_call(), torch.inference_mode():
-                return self.transform.mask_from_logits(self._decoder.logits(state, index, index + 1)[0], hw)
+                logits = self._decoder.logits(state, index, index + 1, self.transform.logits_extent(hw))
+                return self.transform.mask_from_logits(logits[0], hw)
 
         return Candidates(iou.float().cpu().numpy(), mask)
 

@@ -72,8 +72,13 @@ class LiteTransform:
         box = [max(0, xs.min() - m), max(0, ys.min() - m), min(self.size, xs.max() + m), min(self.size, ys.max() + m)]
         return np.array(box, np.float32)
 
+    def logits_extent(self, hw):
+        """(rows, cols) of the 256 x 256 logits that mask_from_logits reads: the image, not its padding."""
+        return resized_shape(hw[0], hw[1], self.size)
+
     def mask_from_logits(self, logits, hw):
-        """(256, 256) torch logits -> bool (H, W): crop, bilinear on logits, sigmoid > 0.5."""
+        """(256, 256) torch logits (or their top-left logits_extent part, at least) -> bool (H, W):
+        crop, bilinear on logits, sigmoid > 0.5."""
         import torch
         from torch.nn import functional as F
 
@@ -125,6 +130,10 @@ class VitBTransform:
         m = self.pixel_margin((h, w))
         box = [max(0, xs.min() - m), max(0, ys.min() - m), min(w - 1, xs.max() + m), min(h - 1, ys.max() + m)]
         return self.box_official(box, (h, w))
+
+    def logits_extent(self, hw):
+        """The whole 256 x 256 grid: the slice was stretched to the model's square input."""
+        return None
 
     def mask_from_logits(self, logits, hw):
         import torch
