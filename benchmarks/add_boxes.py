@@ -122,17 +122,17 @@ def measure(pred, image, window, gt, box, rules_order):
     return scores, costs
 
 
-def timing(pred, name, folder, repeats=3):
-    """Seconds (wall and CPU) and decoder calls per added box for one reference structure, cache warm:
-    the CPU time is what the box costs on an otherwise idle machine when the wall time is inflated by
-    other jobs."""
+def timing(pred, names, folder, repeats=5):
+    """Seconds (wall and CPU) and decoder calls per added box of reference structures, cache warm.
+
+    The repeats go round all the boxes in turn, so that a minute in which this shared machine runs
+    slowly (its speed varies by about 20 %, steal time or not) slows one repeat of every box, not
+    every repeat of one. The best of the repeats is the box's cost (what `timeit` reports: slower
+    repeats are interference); the median is printed beside it. The CPU time is what the box costs
+    on an otherwise idle machine when the wall time is inflated by other jobs."""
     from MedSAMSegmentLib.intensity import auto_window
     from MedSAMSegmentLib.propagation import segment_volume
 
-    info = json.loads((SHARED / "reference" / "summary.json").read_text())[name]
-    image, label = load(name.split("/")[0])
-    window, gt, box = auto_window(image, modality=info["modality"]), label == info["label"], list(info["box"])
-    keep_embeddings(pred, image, window, box, folder)()
     calls = [0]
 
     def counted(decode):
@@ -143,23 +143,35 @@ def timing(pred, name, folder, repeats=3):
 
     # a call: one batch of boxes through the transformer (their masks are made as needed)
     pred.decode_logits, pred.decode_candidates = counted(pred.decode_logits), counted(pred.decode_candidates)
-    one = segment_volume(pred, image, window, box, axis="k", mode="default")  # encodes every slice once
-    print(f"\n{name}: {box[5] - box[2] + 1} slices, one box Dice {dice(one.mask, gt):.4f}\n")
-    print("| added box | slice | slices decoded | decoder calls | wall s | CPU s | Dice |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    results, added = [one], []
-    for n in range(2):
-        added.append(next_box(results[-1].mask, gt, set(results[-1].key_slices), box[2], box[5]))
-        best = None
-        for _ in range(repeats):
-            calls[0], wall, cpu = 0, time.perf_counter(), time.process_time()
-            res = segment_volume(pred, image, window, box, axis="k", mode="default", add_boxes=list(added),
-                                 previous=results[-1])
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best = min(best or (wall, cpu), (wall, cpu))
-        results.append(res)
-        print(f"| {n + 2} | {added[-1][0]} | {len(res.slices)} | {calls[0]} | {best[0]:.2f} | {best[1]:.2f} | "
-              f"{dice(res.mask, gt):.4f} |")
+    summary = json.loads((SHARED / "reference" / "summary.json").read_text())
+    jobs = []  # (name, box number, kwargs of the timed call, its result, decoder calls)
+    for name in names:
+        info = summary[name]
+        image, label = load(name.split("/")[0])
+        window, gt, box = auto_window(image, modality=info["modality"]), label == info["label"], list(info["box"])
+        keep_embeddings(pred, image, window, box, folder)()
+        results, added = [segment_volume(pred, image, window, box, axis="k", mode="default")], []
+        for n in range(2):
+            added.append(next_box(results[-1].mask, gt, set(results[-1].key_slices), box[2], box[5]))
+            call = dict(volume=image, window=window, box_ijk=box, axis="k", mode="default", add_boxes=list(added),
+                        previous=results[-1])
+            calls[0] = 0
+            results.append(segment_volume(pred, **call))
+            jobs.append((name, n + 2, call, results[-1], calls[0], dice(results[-1].mask, gt), box[5] - box[2] + 1))
+    times = [[] for _ in jobs]
+    for _ in range(repeats):
+        for job, spent in zip(jobs, times):
+            wall, cpu = time.perf_counter(), time.process_time()
+            segment_volume(pred, **job[2])
+            spent.append((time.perf_counter() - wall, time.process_time() - cpu))
+    print(f"\nbest and median of {repeats} repeats, taken in turn over all {len(jobs)} added boxes\n")
+    print("| structure | slices | added box | slice | slices decoded | decoder calls | wall s (best) | wall s (median) "
+          "| CPU s (best) | Dice |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, n, call, res, count, score, length), spent in zip(jobs, times):
+        walls = sorted(w for w, _ in spent)
+        print(f"| {name} | {length} | {n} | {call['add_boxes'][-1][0]} | {len(res.slices)} | {count} | {walls[0]:.2f} | "
+              f"{walls[len(walls) // 2]:.2f} | {min(c for _, c in spent):.2f} | {score:.4f} |")
 
 
 def main(argv=None):
@@ -190,10 +202,8 @@ def main(argv=None):
         return report(json.loads(Path(args.report).read_text()))
     if args.timing:
         torch.set_num_threads(args.threads)
-        pred = Predictor(device="cpu", precision="float32", cache_mb=2000)
-        for name in args.timing:
-            timing(pred, name, args.embeddings_dir)
-        return None
+        pred = Predictor(device="cpu", precision="float32", cache_mb=6000)  # every structure's slices
+        return timing(pred, args.timing, args.embeddings_dir)
     torch.set_num_threads(args.threads)
     pred = Predictor(device="cpu", precision="float32", cache_mb=6000)
     rules, extra_rules = args.rules.split(","), args.extra_rules.split(",")
