@@ -187,17 +187,20 @@ def _start_key(prop, predictor, source, key, box2d, hw):
     if _box_iou(_mask_box(mask & inside), box2d) < KEY_FILL:
         emb = predictor.embedding(source.key(key), source.image(key))
         boxes = _widened(prop.boxes[-1], KEY_MARGINS, predictor.transform.model_extent(hw))
-        masks, ious = predictor.decode_many(emb, boxes, hw)
-        # A wider box is taken only if the decoder rates its mask nearly as well as the user box's:
-        # around a loosely drawn box it takes in background and the rating drops (synthetic disc,
-        # box 2 px loose: 0.96 for the user box, 0.71 at 30 % wider, whose mask fills the box).
-        fits = [_box_iou(_mask_box(m & inside), box2d) if iou >= ious[0] - KEY_IOU_DROP else -1.0
-                for m, iou in zip(masks, ious)]
+        wider = predictor.decode_candidates(emb, boxes[1:], hw)  # the user box's mask and rating are known
+        ious = [prop.last_iou, *wider.ious]
+        mask_of = lambda n: mask if n == 0 else wider.mask(n - 1)  # noqa: E731
+        # A wider box is taken only if the decoder rates its mask nearly as well as the user box's
+        # (its mask is never made otherwise): around a loosely drawn box it takes in background and
+        # the rating drops (synthetic disc, box 2 px loose: 0.96 for the user box, 0.71 at 30 % wider,
+        # whose mask fills the box).
+        fits = [_box_iou(_mask_box(mask_of(n) & inside), box2d) if iou >= ious[0] - KEY_IOU_DROP else -1.0
+                for n, iou in enumerate(ious)]
         # The narrowest box whose mask reaches the user's box (KEY_FILL) wins: a wider one fills the
         # box's corners too, with what lies beside an irregular object (CT stomach, 392-px box, 218 px
         # of stomach: 230 px at 5 % wider, Dice 0.93; 324 px at 20 %, the best fit, Dice 0.80).
         reach = [n for n, fit in enumerate(fits) if fit >= KEY_FILL]
-        mask = masks[reach[0] if reach else int(np.argmax(fits))]  # the narrowest box on a tie
+        mask = mask_of(reach[0] if reach else int(np.argmax(fits)))  # the narrowest box on a tie
     if (mask & inside).any():
         prop.masks[key] = mask & inside
         return reason

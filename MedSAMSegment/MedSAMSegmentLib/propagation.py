@@ -180,6 +180,7 @@ class _Propagator:
         self.t = predictor.transform
         self.progress, self.cancel, self.total = progress, cancel, total
         self.done = 0
+        self.last_iou = None  # the decoder's IoU estimate of the last slice decoded with one box
         self.masks = {}
         self.slices, self.boxes = [], []
 
@@ -210,7 +211,8 @@ class _Propagator:
                     and (self._widens(prev) or self.rules.grow_margins)):
                 mask, box = self._best_candidate(emb, box, prev)
             else:
-                mask = self.p.decode(emb, box, self.hw)
+                masks, ious = self.p.decode_many(emb, [box], self.hw)
+                mask, self.last_iou = masks[0], float(ious[0])  # the rating, for key_boxes._start_key
             self.slices.append(index)
             self.boxes.append(np.asarray(box, np.float32))
             self.done += 1
