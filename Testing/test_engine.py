@@ -258,6 +258,46 @@ def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
     mask, chosen = run._best_candidate(None, box, prev)
     assert np.array_equal(mask, _disc(8)) and np.array_equal(chosen, box)
 
+    # a wider mask that adds on one side only takes in a neighbour next to the object, however
+    # well rated and like the previous mask it is: the official mask is kept
+    j, i = np.ogrid[:64, :64]
+    neighbour = (i - 40) ** 2 + (j - 32) ** 2 <= 36
+    one_sided = _ScriptedDecoder([(_disc(6), 0.8), (_disc(6) | neighbour, 0.9)])
+    run = _Propagator(one_sided, None, (20, 20, 44, 44), (64, 64), "default", None, None, 1)
+    mask, chosen = run._best_candidate(None, box, prev)
+    assert np.array_equal(mask, _disc(6)) and np.array_equal(chosen, box)
+
+
+def test_rim_rule_needs_an_official_mask_that_continues_the_previous_slice():
+    """Where most of the official mask lies outside the previous slice's mask, it is not the object
+    to add to (a lesion that grows several-fold between thick slices): the one-sided wider mask is
+    kept as without the rim rule."""
+    from dataclasses import replace
+
+    from MedSAMSegmentLib.propagation import DEFAULT_RULES, _Propagator, _rim_share
+
+    j, i = np.ogrid[:64, :64]
+    prev = (i - 26) ** 2 + (j - 32) ** 2 <= 64  # the object on the previous slice
+    box = np.array([80, 80, 176, 176], np.float32)
+    official = (i - 36) ** 2 + (j - 32) ** 2 <= 36  # 22 % of it inside prev (the MR lesion's share)
+    grown = official | ((i - 27) ** 2 + (j - 32) ** 2 <= 81)  # the object, added on one side only
+    assert (official & prev).sum() < 0.25 * official.sum() and _rim_share(grown, official) < 0.4
+    for rules, kept in ((DEFAULT_RULES, grown), (replace(DEFAULT_RULES, wider_rim_continuity=0.0), official)):
+        run = _Propagator(_ScriptedDecoder([(official, 0.8), (grown, 0.9)]), None, (20, 20, 44, 44), (64, 64),
+                          "default", None, None, 1, rules)
+        mask, _ = run._best_candidate(None, box, prev)
+        assert np.array_equal(mask, kept)
+
+
+def test_rim_share_is_the_share_of_the_official_edge_that_the_wider_mask_adds_to():
+    from MedSAMSegmentLib.propagation import _rim_share
+
+    j, i = np.ogrid[:64, :64]
+    neighbour = (i - 40) ** 2 + (j - 32) ** 2 <= 36
+    assert _rim_share(_disc(10), _disc(6)) == 1.0  # a rim all round
+    assert _rim_share(_disc(6), _disc(6)) == 0.0  # nothing added
+    assert 0.2 < _rim_share(_disc(6) | neighbour, _disc(6)) < 0.4  # one side
+
 
 def test_interior_is_the_pixels_whose_four_neighbours_are_in_the_mask():
     from MedSAMSegmentLib.propagation import _interior

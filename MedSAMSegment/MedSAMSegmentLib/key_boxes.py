@@ -296,6 +296,11 @@ def _added_layer(predictor, source, hw, mode, tick, cancel, total, rules, meet, 
     each ending where it rejoins the earlier result (meet "join"), then met slice by slice."""
     from .propagation import _Propagator
 
+    # An added box's runs keep wider masks that add on one side only (DefaultRules.wider_min_rim):
+    # they run between key slices the user drew, where the meet arbitrates, and a long organ that
+    # the official box cuts along its length needs them (CT pancreas after its third box: 0.691
+    # with them, 0.556 without, below the 0.664 of two boxes; measured in commit f93ddfd).
+    rules = replace(rules, wider_min_rim=0.0)
     prop = _Propagator(predictor, source, box, hw, mode, tick, cancel, total, rules)
     if mode == "default":
         pending = _start_key(prop, predictor, source, key, box, hw)

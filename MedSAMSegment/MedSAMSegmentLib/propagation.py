@@ -16,6 +16,14 @@ mode="default" starts the same way and differs in two things.
   cuts the object gives a cut mask, rated lower. Where the rating does not improve, the object
   really shrank, and a wider mask that keeps its old size takes it from a similar neighbour
   (iliopsoas, autochthon, vertebrae, bladder); the next slice's box would build on that leak.
+  The wider mask must also add to the official one all round: its added pixels border at least
+  half of the official mask's edge. Under-fill leaves a rim all round the object; pixels added
+  on one side only are mostly a neighbour that the wider box takes in (the next vertebra, the
+  tissue by the prostate), which the decoder can rate better. They are kept only where no
+  grey-value edge separates them from the official mask (one object cut along its length by
+  the official box: a vein), or where the official mask does not continue the previous slice's
+  (less than half of it inside): then it is not the object to add to (a lesion that grows
+  several-fold between thick slices).
   Objects too thin to have an interior are not offered the wider box (under a pixel there; the
   choice is noise).
 - Where it stops. In each direction it stops where the object ends, and does not write that slice:
@@ -79,6 +87,26 @@ class DefaultRules:
     # The next slice's box is built from that leak, so it compounds slice after slice. -1 keeps
     # the wider mask whatever its rating (the rule before).
     wider_min_gain: float = 0.01
+    # ... and only if the pixels it adds border at least this share of the official mask's edge
+    # (4-neighbours). The model under-fills its box all round, so the mask that the wider box
+    # restores surrounds the official one; pixels added on one side only are mostly a neighbour
+    # next to the object (a neighbouring vertebra, the tissue by the prostate), and the next
+    # slice's box would be built on it (but see wider_seam_edge). 0 keeps the wider mask wherever
+    # it is added.
+    wider_min_rim: float = 0.5
+    # Pixels added on one side only are kept where no grey-value edge separates them from the
+    # official mask: the gradient on its pixels next to them is under this share of the gradient
+    # just outside the wider mask. Then the official box cut one object along its length (a vein,
+    # a muscle), not off a neighbour, which has its own outline (vertebra, prostate: about 0.3-1).
+    wider_seam_edge: float = 0.25
+    # The rim test takes the official mask for the object as it continues from the previous slice,
+    # and what the wider mask adds for what lies beside it. It applies only where at least this
+    # share of the official mask lies inside the previous slice's mask (half, as for min_overlap).
+    # Where most of the official mask lies outside it, the official box found another part of an
+    # object that changed between slices (a brain lesion that grows 3.4-fold from one 6.5-mm slice
+    # to the next: 22 % of the official mask inside the previous one), and the wider mask is
+    # judged on its rating and Dice alone. 0: the rim test always applies.
+    wider_rim_continuity: float = 0.5
     # Objects too thin to have an interior (see min_interior) are not offered the wider box: a 10 %
     # margin is under a pixel there, and the choice between two near-equal specks is noise that
     # lets the mask drift off a thin object (a cord, a small vessel) on a coarse grid.
@@ -172,6 +200,33 @@ def _interior(mask):
     return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
 
 
+def _rim_share(wider, official):
+    """Share of official's edge pixels (those with a 4-neighbour outside it) next to a pixel that
+    wider adds (4-neighbours): 1 where the wider mask surrounds the official one."""
+    official = official.astype(bool)
+    edge = official & ~_interior(official)
+    return (edge & _next_to(wider.astype(bool) & ~official)).sum() / max(1, edge.sum())
+
+
+def _seam_edge(image, wider, official):
+    """Grey-value gradient on official's pixels next to those wider adds, as a share of the gradient
+    just outside wider."""
+    gy, gx = np.gradient(image.astype(np.float32))
+    gradient = np.hypot(gx, gy)
+    official, wider = official.astype(bool), wider.astype(bool)
+    seam = official & _next_to(wider & ~official)
+    outside = _next_to(wider)
+    if not seam.any() or not outside.any():
+        return 1.0
+    return float(gradient[seam].mean() / max(1e-6, gradient[outside].mean()))
+
+
+def _next_to(mask):
+    """Pixels outside mask with a 4-neighbour in it."""
+    m = np.pad(mask, 1)
+    return (m[:-2, 1:-1] | m[2:, 1:-1] | m[1:-1, :-2] | m[1:-1, 2:]) & ~mask
+
+
 class _Propagator:
     def __init__(self, predictor, source, box2d, hw, mode, progress, cancel, total, rules=DEFAULT_RULES):
         self.p, self.src, self.box2d, self.hw, self.mode = predictor, source, box2d, hw, mode
@@ -209,7 +264,7 @@ class _Propagator:
             box = self._prompt(prev)
             if (self.mode == "default" and self.rules.margins and prev is not None
                     and (self._widens(prev) or self.rules.grow_margins)):
-                mask, box = self._best_candidate(emb, box, prev)
+                mask, box = self._best_candidate(emb, box, prev, self.src.image(index))
             else:
                 masks, ious = self.p.decode_many(emb, [box], self.hw)
                 mask, self.last_iou = masks[0], float(ious[0])  # the rating, for key_boxes._start_key
@@ -243,10 +298,10 @@ class _Propagator:
     def _widens(self, prev):
         return self.rules.widen_thin or _interior(prev).sum() >= self.rules.min_interior
 
-    def _best_candidate(self, emb, box, prev):
+    def _best_candidate(self, emb, box, prev, image=None):
         """(mask, box): the official prompt's, unless its mask shrinks and a wider box scores
-        better on IoU estimate x Dice with the previous mask and the decoder rates it better
-        (wider_min_gain)."""
+        better on IoU estimate x Dice with the previous mask, the decoder rates it better
+        (wider_min_gain) and it adds to the official mask all round (wider_min_rim)."""
         boxes = _widened(box, self.rules.margins, self.t.model_extent(self.hw))
         masks, ious = self.p.decode_many(emb, boxes[:1], self.hw)
         if masks[0].sum() >= prev.sum() and self.rules.grow_margins:
@@ -256,9 +311,23 @@ class _Propagator:
         wider = self.p.decode_candidates(emb, boxes[1:], self.hw)
         rated = ious[0] + self.rules.wider_min_gain  # a wider mask the decoder does not rate better is never made
         scores = [ious[0] * dice(masks[0], prev)] + [
-            iou * dice(wider.mask(n), prev) if iou >= rated else -1.0 for n, iou in enumerate(wider.ious)]
+            iou * dice(wider.mask(n), prev) if iou >= rated and self._all_round(wider.mask(n), masks[0], prev, image)
+            else -1.0 for n, iou in enumerate(wider.ious)]
         best = int(np.argmax(scores))
         return (masks[0], boxes[0]) if best == 0 else (wider.mask(best - 1), boxes[best])
+
+    def _all_round(self, wider, official, prev, image):
+        """Whether the pixels `wider` adds border at least wider_min_rim of `official`'s edge, or,
+        on one side only, continue it with no grey-value edge between (wider_seam_edge; needs
+        image); always where the official mask does not continue the previous slice's
+        (wider_rim_continuity)."""
+        rules = self.rules
+        if rules.wider_min_rim <= 0 or _rim_share(wider, official) >= rules.wider_min_rim:
+            return True
+        official = official.astype(bool)
+        if (official & prev.astype(bool)).sum() < rules.wider_rim_continuity * max(1, official.sum()):
+            return True
+        return image is not None and _seam_edge(image, wider, official) < rules.wider_seam_edge
 
     def _grown(self, emb, box, mask, iou, prev):
         """(mask, box): among the official box and its widened versions (grow_margins), the mask with
