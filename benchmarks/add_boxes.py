@@ -122,6 +122,24 @@ def measure(pred, image, window, gt, box, rules_order):
     return scores, costs
 
 
+def decoder_ms(pred, prompts=40):
+    """Median ms of one box through the fast decoder's transformer on a fixed random embedding: the
+    machine's speed at the moment, to read the seconds of a shared VM by (10 ms when it runs well)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    embedding = torch.randn(256, 64, 64, generator=generator)
+    with torch.inference_mode():
+        sparse, _ = pred._box_prompts([60, 70, 150, 160])
+        pred._decoder.prompted(embedding, sparse)
+        spent = []
+        for _ in range(prompts):
+            start = time.perf_counter()
+            pred._decoder.prompted(embedding, sparse)
+            spent.append(time.perf_counter() - start)
+    return 1000 * sorted(spent)[prompts // 2]
+
+
 def timing(pred, names, folder, repeats=5):
     """Seconds (wall and CPU) and decoder calls per added box of reference structures, cache warm.
 
@@ -159,11 +177,13 @@ def timing(pred, names, folder, repeats=5):
             results.append(segment_volume(pred, **call))
             jobs.append((name, n + 2, call, results[-1], calls[0], dice(results[-1].mask, gt), box[5] - box[2] + 1))
     times = [[] for _ in jobs]
+    print(f"\nthis machine's speed before the repeats: {decoder_ms(pred):.1f} ms per box through the decoder's transformer")
     for _ in range(repeats):
         for job, spent in zip(jobs, times):
             wall, cpu = time.perf_counter(), time.process_time()
             segment_volume(pred, **job[2])
             spent.append((time.perf_counter() - wall, time.process_time() - cpu))
+    print(f"this machine's speed after the repeats: {decoder_ms(pred):.1f} ms per box through the decoder's transformer")
     print(f"\nbest and median of {repeats} repeats, taken in turn over all {len(jobs)} added boxes\n")
     print("| structure | slices | added box | slice | slices decoded | decoder calls | wall s (best) | wall s (median) "
           "| CPU s (best) | Dice |")
