@@ -144,7 +144,7 @@ def timing(pred, names, folder, repeats=5):
     """Seconds (wall and CPU) and decoder calls per added box of reference structures, cache warm.
 
     The repeats go round all the boxes in turn, so that a minute in which this shared machine runs
-    slowly (its speed varies by about 20 %, steal time or not) slows one repeat of every box, not
+    slowly (its speed changes by up to half, with no steal time reported) slows one repeat of every box, not
     every repeat of one. The best of the repeats is the box's cost (what `timeit` reports: slower
     repeats are interference); the median is printed beside it. The CPU time is what the box costs
     on an otherwise idle machine when the wall time is inflated by other jobs."""

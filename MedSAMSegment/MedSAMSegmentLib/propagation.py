@@ -210,7 +210,8 @@ def _rim_share(wider, official):
 
 def _seam_edge(image, wider, official):
     """Grey-value gradient on official's pixels next to those wider adds, as a share of the gradient
-    just outside wider."""
+    just outside wider: near 0 where the added pixels continue the same tissue, about 1 where an
+    edge like the object's own outline separates them."""
     gy, gx = np.gradient(image.astype(np.float32))
     gradient = np.hypot(gx, gy)
     official, wider = official.astype(bool), wider.astype(bool)
