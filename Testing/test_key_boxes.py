@@ -278,17 +278,31 @@ def test_an_added_box_keeps_the_earlier_slices_a_leaking_run_would_replace():
     assert min(two.slices) == ended
 
 
-def test_an_added_key_slice_takes_the_narrowest_wider_box_that_reaches_the_users_box():
+def test_an_added_key_slice_takes_the_narrowest_wider_box_that_reaches_the_users_box(monkeypatch):
     """CT stomach slice 105 (218 px in a 392-px tight box): the user's box alone reaches 0.76 of it
     (KEY_FILL 0.9); 5 % wider reaches 0.93 with Dice 0.93, 20 % wider fills it (the best fit) with
-    what lies beside the stomach, Dice 0.80."""
+    what lies beside the stomach, Dice 0.80. The user's box goes through the decoder once: its mask
+    and rating from the key slice's own decode serve the comparison with the wider boxes."""
     pytest.importorskip("SimpleITK")
     image, truth, window, _ = _reference_structure("ct_abdomen_pelvis_totalseg/stomach")
     ys, xs = np.nonzero(truth[103:108].any(axis=0))
     first = (int(xs.min()), int(ys.min()), 103, int(xs.max()), int(ys.max()), 107)
-    result = segment_volume(shared_predictor(), image, window, first, key_slice=103,
-                            add_boxes=[(105, (74, 25, 87, 52))])
+    predictor = shared_predictor()
+    one = segment_volume(predictor, image, window, first, key_slice=103)
+    prompts = []
+    if predictor._decoder is not None:
+        decoder, transformer = predictor._decoder, predictor._decoder._prompted
+        monkeypatch.setattr(decoder, "_prompted", lambda emb, sparse: prompts.append(sparse) or transformer(emb, sparse))
+    result = segment_volume(predictor, image, window, first, key_slice=103, add_boxes=[(105, (74, 25, 87, 52))],
+                            previous=one)
     assert result.from_key[105] == 105 and dice(result.mask[105], truth[105]) > 0.9
+    if prompts:
+        import torch
+
+        user_box = result.boxes[result.slices.index(105)]
+        with torch.inference_mode():
+            user_sparse, _ = predictor._box_prompts(user_box)
+        assert sum(int(torch.equal(p, user_sparse)) for p in prompts) == 1
 
 
 def test_an_added_box_where_the_model_finds_nothing_clips_the_slice_to_it_and_stops():
