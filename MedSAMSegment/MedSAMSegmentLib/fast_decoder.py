@@ -26,7 +26,8 @@ Only imported when torch is. It reads the weights of a loaded `MaskDecoder` and 
 - the upscaling (two 2x2, stride-2 transposed convolutions, a channel norm, GELUs) is per-pixel
   work: it runs as matrix products on the tokens as they are, the mask token's dot product comes
   before the pixels are put in place, so only the final logits are rearranged into the 4x grid;
-- only the mask token that single-mask output returns goes through its hypernetwork.
+- only the mask token that single-mask output returns goes through its hypernetwork, and the final
+  token-to-image attention runs for it and the IoU token only (its queries never mix).
 Re-prompting a cached slice is what a user does while adjusting a box, and what propagation
 does with several candidate boxes per slice.
 """
@@ -247,9 +248,12 @@ class FastMaskDecoder:
         queries, keys = tokens, None  # the first block reads the image side from terms
         for index, layer in enumerate(tr.layers):
             queries, keys = self._block(index, layer, queries, keys, tokens, terms, batch)
-        final = tr.final_attn_token_to_image
-        attn = _tokens_to_image(final, queries + tokens, keys + self.pe, keys)
-        queries = tr.norm_final_attn(queries + attn)
+        # The final attention is per token (its queries never mix), and only the IoU token and the
+        # single-mask token are read after it: the other five would be a third of the prompt's
+        # 4096-row products for nothing.
+        final, read = tr.final_attn_token_to_image, slice(0, 2)
+        attn = _tokens_to_image(final, queries[:, read] + tokens[:, read], keys + self.pe, keys)
+        queries = tr.norm_final_attn(queries[:, read] + attn)
 
         hyper = dec.output_hypernetworks_mlps[0](queries[:, 1])  # the single-mask token
         iou = dec.iou_prediction_head(queries[:, 0])[:, 0]
