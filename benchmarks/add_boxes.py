@@ -141,7 +141,7 @@ def decoder_ms(pred, prompts=40):
 
 
 def timing(pred, names, folder, repeats=5):
-    """Seconds (wall and CPU) and decoder calls per added box of reference structures, cache warm.
+    """Seconds (wall and CPU) and decoder calls per added box of the named structures, cache warm.
 
     The repeats go round all the boxes in turn, so that a minute in which this shared machine runs
     slowly (its speed changes by up to half, with no steal time reported) slows one repeat of every box, not
@@ -162,11 +162,17 @@ def timing(pred, names, folder, repeats=5):
     # a call: one batch of boxes through the transformer (their masks are made as needed)
     pred.decode_logits, pred.decode_candidates = counted(pred.decode_logits), counted(pred.decode_candidates)
     summary = json.loads((SHARED / "reference" / "summary.json").read_text())
+    # a reference structure, or one of the other labels (CASE/LABEL-NAME)
+    known = {n: (i["label"], i["modality"], list(i["box"])) for n, i in summary.items()}
+    if any(name not in known for name in names):
+        known.update({n: (value, modality, list(box)) for n, _, value, modality, box in extra_items(summary)})
     jobs = []  # (name, box number, kwargs of the timed call, its result, decoder calls)
     for name in names:
-        info = summary[name]
+        if name not in known:
+            raise SystemExit(f"--timing: no structure {name!r} (CASE/STRUCTURE, as the tables name them)")
+        value, modality, box = known[name]
         image, label = load(name.split("/")[0])
-        window, gt, box = auto_window(image, modality=info["modality"]), label == info["label"], list(info["box"])
+        window, gt = auto_window(image, modality=modality), label == value
         keep_embeddings(pred, image, window, box, folder)()
         results, added = [segment_volume(pred, image, window, box, axis="k", mode="default")], []
         for n in range(2):
@@ -215,7 +221,7 @@ def main(argv=None):
                         "machine shared with other jobs 1 is far faster, the Dice is the same)")
     parser.add_argument("--resume", action="store_true", help="keep the structures already in --json")
     parser.add_argument("--timing", nargs="+", metavar="CASE/STRUCTURE",
-                        help="only time the added boxes of these reference structures")
+                        help="only time the added boxes of these structures (reference or other labels)")
     parser.add_argument("--report", default="", help="only print the tables of a --json file")
     args = parser.parse_args(argv)
     if args.report:
