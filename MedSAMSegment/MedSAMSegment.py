@@ -116,9 +116,9 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
         return combo
 
     def _setupSettings(self):
-        from MedSAMSegmentLib.device import DEVICES, PRECISIONS
-        from MedSAMSegmentLib.propagation import MODES
-        from MedSAMSegmentLib.registry import get_spec, known_models
+        from MedSAMSegmentLib.model.device import DEVICES, PRECISIONS
+        from MedSAMSegmentLib.engine.propagation import MODES
+        from MedSAMSegmentLib.model.registry import get_spec, known_models
 
         form = self._section(_("Settings"))
         self.modelCombo = self._combo([(name, get_spec(name).title) for name in known_models()])
@@ -372,7 +372,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
 
     @property
     def medsam(self):
-        from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+        from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
         return MedSAMLogic(self.settings)
 
@@ -403,20 +403,20 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
     # -- weights ------------------------------------------------------------------------------------
     @staticmethod
     def modelNames():
-        from MedSAMSegmentLib.registry import known_models
+        from MedSAMSegmentLib.model.registry import known_models
 
         return known_models()
 
     def cacheFolder(self):
-        from MedSAMSegmentLib.weights import default_cache_dir
+        from MedSAMSegmentLib.model.weights import default_cache_dir
 
         return self.settings.cache_folder or str(default_cache_dir())
 
     def weightsStatus(self, model):
         """One line: where the weights of model come from, or that they are missing."""
         from MedSAMSegmentLib.errors import WeightsError
-        from MedSAMSegmentLib.registry import get_spec
-        from MedSAMSegmentLib.weights import embedded_litemedsam_path
+        from MedSAMSegmentLib.model.registry import get_spec
+        from MedSAMSegmentLib.model.weights import embedded_litemedsam_path
 
         spec = get_spec(model)
         if self.settings.checkpoint and self.settings.model == spec.name:
@@ -434,7 +434,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def downloadNotice(model):
-        from MedSAMSegmentLib.registry import get_spec
+        from MedSAMSegmentLib.model.registry import get_spec
 
         spec = get_spec(model)
         size = f"{spec.size_bytes / 2**20:.0f} MiB" if spec.size_bytes else _("about 360 MiB")
@@ -443,13 +443,13 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
 
     def downloadWeights(self, model, url=None, sha256=None, progressCallback=None, cancelCallback=None):
         """Path of the verified checkpoint, downloaded into the weights folder when missing."""
-        from MedSAMSegmentLib.weights import resolve_checkpoint
+        from MedSAMSegmentLib.model.weights import resolve_checkpoint
 
         return resolve_checkpoint(model, url=url, sha256=sha256, cache_dir=self.cacheFolder(),
                                   progress=progressCallback, cancel=cancelCallback)
 
     def deviceReport(self):
-        from MedSAMSegmentLib.device import import_torch, select_device
+        from MedSAMSegmentLib.model.device import import_torch, select_device
 
         torch = import_torch()
         device = select_device(self.settings.device)

@@ -4,7 +4,7 @@ import functools
 import json
 
 from conftest import SHARED_DIR
-from MedSAMSegmentLib.metrics import dice
+from MedSAMSegmentLib.engine.metrics import dice
 
 __all__ = ["REFERENCE_DIR", "dice", "load_case", "reference_summary", "shared_predictor"]
 
@@ -16,7 +16,7 @@ def shared_predictor():
     """The embedded LiteMedSAM on the CPU in float32; its cache is shared by all tests."""
     import torch
 
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     return Predictor(model="litemedsam", device="cpu", precision="float32", cache_mb=3072)

@@ -18,7 +18,7 @@ import vtk
 from vtkmodules.util.misc import calldata_type
 
 # Matrix conversions are the library's own (re-exported for the tests).
-from MedSAMSegmentLib.mrml_io import toNumpyMatrix, toVtkMatrix  # noqa: F401
+from MedSAMSegmentLib.mrml_bridge.mrml_io import toNumpyMatrix, toVtkMatrix  # noqa: F401
 
 # (name under slicer.modules, module-logic name in the application logic, logic class)
 MODULE_LOGICS = (

@@ -28,13 +28,15 @@ import SimpleITK as sitk
 from engine_support import dice, shared_predictor
 from helpers_http import LocalServer
 from cli_support import assert_one_line_error, call
-from MedSAMSegmentLib import geometry, imageio, overlay
+from MedSAMSegmentLib.engine import geometry
+from MedSAMSegmentLib.fileio import imageio
+from MedSAMSegmentLib import overlay
 from MedSAMSegmentLib.demo import OVERLAY_NAME, SEGMENTATION_NAME
 from MedSAMSegmentLib.errors import InputError, OutputError
-from MedSAMSegmentLib.imageio import read_image
-from MedSAMSegmentLib.intensity import auto_window, explicit_window
-from MedSAMSegmentLib.markups import write_roi_json
-from MedSAMSegmentLib.propagation import segment_slice, segment_volume
+from MedSAMSegmentLib.fileio.imageio import read_image
+from MedSAMSegmentLib.engine.intensity import auto_window, explicit_window
+from MedSAMSegmentLib.fileio.markups import write_roi_json
+from MedSAMSegmentLib.engine.propagation import segment_slice, segment_volume
 
 LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"
 LESION = (slice(24, 40), slice(20, 44))  # rows (y = j), columns (x = i) of the object in every test slice
@@ -386,7 +388,7 @@ def test_cli_refuses_images_it_cannot_segment_with_status_2(tmp_path, capsys, ar
 
 def test_cli_checkpoint_of_another_network_is_refused_before_anything_is_written(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from MedSAMSegmentLib.weights import embedded_litemedsam_path
+    from MedSAMSegmentLib.model.weights import embedded_litemedsam_path
 
     small = tmp_path / "classifier.pth"
     torch.save({"fc.weight": torch.zeros(2, 4), "fc.bias": torch.zeros(2)}, small)
@@ -413,7 +415,9 @@ UNPRIVILEGED = textwrap.dedent(
     import json, os, sys
     import numpy as np, SimpleITK
     import http.client, urllib.request, email.parser, hashlib, secrets, contextlib
-    from MedSAMSegmentLib import cli, download, errors, imageio, markups, registry, weights
+    from MedSAMSegmentLib import cli, errors
+    from MedSAMSegmentLib.model import download, registry, weights
+    from MedSAMSegmentLib.fileio import imageio, markups
     cli.build_parser()  # imports what the sub-commands need while the library can still be read
     if os.geteuid() == 0:  # drop root for good: permissions bind only on other users
         os.setgroups([])
@@ -701,7 +705,7 @@ def test_the_demo_marks_its_files_and_may_replace_them(tmp_path, capsys):
 
 
 def test_an_inside_out_roi_is_refused_by_the_cli_and_the_api_alike(tmp_path, capsys, lesion_file, slicer_core):
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     roi_to_ras = np.eye(4)
     write_roi_json(tmp_path / "roi.mrk.json", roi_to_ras, (20.0, 20.0, 2.0))
@@ -720,7 +724,7 @@ def test_an_inside_out_roi_is_refused_by_the_cli_and_the_api_alike(tmp_path, cap
 
 
 def test_every_public_logic_call_names_a_missing_node(tmp_path, slicer_core):
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     logic = MedSAMLogic(predictor=shared_predictor())
     volume = slicer_core.addVolume(lesion_volume(), np.eye(4), "lesion")
@@ -751,7 +755,7 @@ def test_a_binary_labelmap_volume_node_says_it_is_a_labelmap(slicer_core):
     import slicer
     import slicercore
 
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     with slicer_core.installed():
         labels = slicer.util.addVolumeFromArray(lesion_volume(np.uint8, 0, 1), slicercore.toVtkMatrix(np.eye(4)),

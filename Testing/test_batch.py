@@ -52,8 +52,8 @@ def mask(path):
 
 def roi_around(image_path, box, path):
     """A Slicer ROI file whose voxel-centre box is exactly `box` (index axes = ROI axes)."""
-    from MedSAMSegmentLib.imageio import read_image
-    from MedSAMSegmentLib.markups import write_roi_json
+    from MedSAMSegmentLib.fileio.imageio import read_image
+    from MedSAMSegmentLib.fileio.markups import write_roi_json
 
     image = read_image(image_path)
     m = image.ijk_to_ras
@@ -135,7 +135,7 @@ def test_real_rows_run_and_bad_rows_fail_alone_with_their_reason(cohort, tmp_pat
     tumour = mask(rows[1]["output"])
     assert tumour.sum() == int(rows[1]["voxels"]) > 0
     assert np.array_equal(tumour, mask(out / "roi.seg.nrrd"))  # the ROI selects the same box
-    from MedSAMSegmentLib.metrics import dice
+    from MedSAMSegmentLib.engine.metrics import dice
 
     assert float(rows[1]["dice"]) == pytest.approx(dice(tumour, mask(BRAIN / "label.nii.gz") == 1), abs=1e-6)
     assert float(rows[3]["dice"]) == pytest.approx(dice(mask(out / "kidney.nii.gz"), mask(label_copy) == 3), abs=1e-6)

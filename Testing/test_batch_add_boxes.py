@@ -68,7 +68,7 @@ def test_added_boxes_match_segment_and_are_part_of_the_fingerprint(tmp_path, cas
 
     options = worker_state.EngineOptions(device="cpu", checkpoint_model="litemedsam")  # as the batch had them
     loaded = worker_state.predictor("litemedsam", options)
-    monkeypatch.setattr("MedSAMSegmentLib.predictor.Predictor", lambda *a, **k: loaded)
+    monkeypatch.setattr("MedSAMSegmentLib.engine.predictor.Predictor", lambda *a, **k: loaded)
     for row, added in ((1, [ONE_ADDED]), (2, TWO_ADDED.split(";"))):
         single = tmp_path / f"segment{row}.nii.gz"
         options = [word for box in added for word in ["--add-box-ijk", *box.split()]]

@@ -34,7 +34,7 @@ def test_a_compile_that_fails_at_the_first_batch_goes_on_uncompiled():
     import torch
 
     from MedSAMSegmentLib.batch.worker_state import CompiledEncoder
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     predictor = Predictor("litemedsam", device="cpu", precision="float32", cache_mb=64)
     rng = np.random.default_rng(0)

@@ -12,11 +12,11 @@ from test_batch import ABDOMEN, GALLBLADDER_BOX, KIDNEY_BOX
 def test_pre_encoding_encodes_each_slice_once_in_batches_and_keeps_the_masks(cases_dir):
     from MedSAMSegmentLib.batch.image_task import _pre_encode
     from MedSAMSegmentLib.batch.worker_state import EngineOptions
-    from MedSAMSegmentLib.imageio import read_image
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.metrics import dice
-    from MedSAMSegmentLib.predictor import Predictor
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.fileio.imageio import read_image
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.metrics import dice
+    from MedSAMSegmentLib.engine.predictor import Predictor
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     predictor = Predictor("litemedsam", device="cpu", precision="float32", cache_mb=256)
     image = read_image(ABDOMEN / "image.nii.gz")
@@ -42,7 +42,7 @@ def _small_vit(seed=0):
     and global blocks, relative positions randomised (they start at zero)."""
     import torch
 
-    from MedSAMSegmentLib.sam_modules import sam_modeling
+    from MedSAMSegmentLib.model.sam_modules import sam_modeling
 
     torch.manual_seed(seed)
     encoder = sam_modeling().ImageEncoderViT(
@@ -64,7 +64,7 @@ def _relative_difference(a, b):
 def test_fused_attention_vit_computes_the_reference_function():
     import torch
 
-    from MedSAMSegmentLib.fast_vit_b import FastViTB
+    from MedSAMSegmentLib.model.fast_vit_b import FastViTB
 
     encoder, images = _small_vit()
     with torch.inference_mode():
@@ -87,7 +87,7 @@ def test_fused_float16_adds_no_error_of_its_own_and_bfloat16_fails_the_default_r
     benchmarks/results/batch_vit_b_precision.md); bfloat16 is several times further and stays opt-in."""
     import torch
 
-    from MedSAMSegmentLib.fast_vit_b import FastViTB, fused_vit_or_none
+    from MedSAMSegmentLib.model.fast_vit_b import FastViTB, fused_vit_or_none
 
     encoder, images = _small_vit(seed=1)
     with torch.inference_mode():

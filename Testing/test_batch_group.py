@@ -8,7 +8,7 @@ from test_batch import GALLBLADDER_BOX, KIDNEY_BOX, box_text, report, write_mani
 
 
 def _image():
-    from MedSAMSegmentLib.imageio import Image
+    from MedSAMSegmentLib.fileio.imageio import Image
 
     array = np.zeros((6, 20, 24), np.int16)
     direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # rotated: geometry must follow
@@ -19,7 +19,7 @@ def test_overlapping_segments_take_layers_and_slicer_reads_each_back(slicer_core
     import slicer
 
     from MedSAMSegmentLib.batch.segfile import _layers, write_segments
-    from MedSAMSegmentLib.mrml_io import readSegmentMask
+    from MedSAMSegmentLib.mrml_bridge.mrml_io import readSegmentMask
 
     image = _image()
     a, b, c = (np.zeros(image.shape, np.uint8) for _ in range(3))

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 
 from cli_support import assert_one_line_error, call
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, dice, official_box
-from MedSAMSegmentLib.imageio import read_image
-from MedSAMSegmentLib.markups import write_roi_json
+from MedSAMSegmentLib.fileio.imageio import read_image
+from MedSAMSegmentLib.fileio.markups import write_roi_json
 from MedSAMSegmentLib.overlay import display_flips
 
 LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"

@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("torch")
 
-from MedSAMSegmentLib import mrml_io  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, official_box  # noqa: E402
 from MedSAMSegmentLib.effect.controller import MedSAMEffectController  # noqa: E402
 from MedSAMSegmentLib.effect.editors import LogicEditor  # noqa: E402
 from MedSAMSegmentLib.errors import InputError  # noqa: E402
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
-from MedSAMSegmentLib.mrml_logic import MedSAMLogic  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic  # noqa: E402
 from MedSAMSegmentLib.settings import MedSAMSettings  # noqa: E402
 
 
@@ -187,8 +187,8 @@ def test_added_boxes_are_kept_per_slice_in_the_first_boxs_orientation(scene):
 def test_the_slice_in_view_is_pre_encoded_and_its_preview_needs_no_encoder(scene):
     """While the effect is active, the controller has the slice in view (and its neighbours) encoded in
     the background; a box drawn there then runs the decoder only."""
-    from MedSAMSegmentLib.embedding_cache import content_key
-    from MedSAMSegmentLib.intensity import auto_window
+    from MedSAMSegmentLib.engine.embedding_cache import content_key
+    from MedSAMSegmentLib.engine.intensity import auto_window
 
     controller, volume, predictor = scene["controller"], scene["volume"], scene["predictor"]
     array = mrml_io.volumeArray(volume)
@@ -232,7 +232,7 @@ def test_an_added_box_reruns_only_the_slices_it_can_change(scene):
 def test_a_drag_that_ends_without_a_release_lets_pre_encoding_go_on(scene):
     """A press holds background pre-encoding to the slice in view; a drag that never gets its release
     (the web view lost the mouse) or boxes cleared mid-drag must let the neighbours go on again."""
-    from MedSAMSegmentLib.pre_encoder import PreEncoder
+    from MedSAMSegmentLib.engine.pre_encoder import PreEncoder
 
     controller = scene["controller"]
     controller.preEncoder = PreEncoder(lambda: scene["predictor"])  # no request: no worker thread
@@ -253,7 +253,7 @@ def test_a_drag_that_ends_without_a_release_lets_pre_encoding_go_on(scene):
 def test_runs_on_the_same_voxels_and_rule_compute_the_intensity_window_once(scene, monkeypatch):
     """The window's statistics read the whole volume: one computation serves every run (and the
     background pre-encoding) until the rule or the voxels change."""
-    from MedSAMSegmentLib import mrml_logic
+    from MedSAMSegmentLib.mrml_bridge import mrml_logic
 
     computed = []
     original = mrml_logic.intensityWindow

@@ -444,8 +444,8 @@ def test_scene_clear_during_a_run_writes_nothing(session_for):
 
 # -- 5. results of the console and of the batch panel are visible ---------------------------------------
 def test_console_and_batch_results_have_display_nodes(slicer_core, predictor):
-    from MedSAMSegmentLib import mrml_io
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge import mrml_io
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
     from MedSAMSegmentLib.settings import MedSAMSettings
 
     image, label = brain()
@@ -467,7 +467,7 @@ def test_batch_panel_results_are_visible(session_for, predictor):
     """The MedSAMSegment module's batch panel, clicked as a user does, on a bare segmentation node."""
     import sys
 
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     session = session_for("aligned")
     module = sys.modules["MedSAMSegment"]  # loaded by the harness's start-up, as Slicer loads it

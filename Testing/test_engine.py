@@ -7,8 +7,8 @@ import pytest
 
 from engine_support import dice, load_case, shared_predictor
 from MedSAMSegmentLib.errors import CancelledError, InputError
-from MedSAMSegmentLib.intensity import auto_window
-from MedSAMSegmentLib.propagation import segment_slice, segment_volume
+from MedSAMSegmentLib.engine.intensity import auto_window
+from MedSAMSegmentLib.engine.propagation import segment_slice, segment_volume
 
 CASE = "mr_brain1_tumor"
 BOX = (189, 144, 11, 208, 160, 17)  # tumour: tight box on its middle slice, its slice range
@@ -21,8 +21,8 @@ def brain(cases_dir):
 
 
 def test_tinyvit_loads_the_official_checkpoint_strictly():
-    from MedSAMSegmentLib import weights
-    from MedSAMSegmentLib.models import build_network
+    from MedSAMSegmentLib.model import weights
+    from MedSAMSegmentLib.model.models import build_network
 
     state = weights.load_state_dict(weights.embedded_litemedsam_path())
     assert len(state) == 435 and sum(t.numel() for t in state.values()) == 9_801_439
@@ -43,7 +43,7 @@ def test_a_second_box_on_an_encoded_slice_costs_only_the_decoder(brain):
 def test_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
     import torch
 
-    from MedSAMSegmentLib.embedding_cache import EmbeddingCache
+    from MedSAMSegmentLib.engine.embedding_cache import EmbeddingCache
 
     cache = EmbeddingCache(max_bytes=3 * 4 * 1000)
     for n in range(5):
@@ -193,7 +193,7 @@ def test_two_segmentations_at_once_in_threads_match_sequential_results(brain, ca
 
 
 def test_widened_candidates_grow_per_side_and_stay_on_the_image():
-    from MedSAMSegmentLib.propagation import _widened
+    from MedSAMSegmentLib.engine.propagation import _widened
 
     boxes = _widened((10, 20, 110, 70), (0.1,), extent=(115, 256))
     assert np.allclose(boxes[0], (10, 20, 110, 70))
@@ -205,7 +205,7 @@ class _ScriptedDecoder:
     the boxes asked and the candidates' masks made."""
 
     def __init__(self, answers):
-        from MedSAMSegmentLib.preprocess import LiteTransform
+        from MedSAMSegmentLib.engine.preprocess import LiteTransform
 
         self.transform, self.answers, self.calls, self.made = LiteTransform(), list(answers), [], []
 
@@ -215,7 +215,7 @@ class _ScriptedDecoder:
         return list(masks), np.array(ious)
 
     def decode_candidates(self, embedding, boxes, hw):
-        from MedSAMSegmentLib.predictor import Candidates
+        from MedSAMSegmentLib.engine.predictor import Candidates
 
         self.calls.append(len(boxes))
         masks, ious = zip(*[self.answers.pop(0) for _ in boxes])
@@ -228,7 +228,7 @@ def _disc(radius, size=64):
 
 
 def test_wider_box_is_tried_only_when_the_official_mask_shrinks():
-    from MedSAMSegmentLib.propagation import _Propagator
+    from MedSAMSegmentLib.engine.propagation import _Propagator
 
     prev, box = _disc(10), np.array([80, 80, 176, 176], np.float32)
 
@@ -274,7 +274,7 @@ def test_rim_rule_needs_an_official_mask_that_continues_the_previous_slice():
     kept as without the rim rule."""
     from dataclasses import replace
 
-    from MedSAMSegmentLib.propagation import DEFAULT_RULES, _Propagator, _rim_share
+    from MedSAMSegmentLib.engine.propagation import DEFAULT_RULES, _Propagator, _rim_share
 
     j, i = np.ogrid[:64, :64]
     prev = (i - 26) ** 2 + (j - 32) ** 2 <= 64  # the object on the previous slice
@@ -290,7 +290,7 @@ def test_rim_rule_needs_an_official_mask_that_continues_the_previous_slice():
 
 
 def test_rim_share_is_the_share_of_the_official_edge_that_the_wider_mask_adds_to():
-    from MedSAMSegmentLib.propagation import _rim_share
+    from MedSAMSegmentLib.engine.propagation import _rim_share
 
     j, i = np.ogrid[:64, :64]
     neighbour = (i - 40) ** 2 + (j - 32) ** 2 <= 36
@@ -300,7 +300,7 @@ def test_rim_share_is_the_share_of_the_official_edge_that_the_wider_mask_adds_to
 
 
 def test_interior_is_the_pixels_whose_four_neighbours_are_in_the_mask():
-    from MedSAMSegmentLib.propagation import _interior
+    from MedSAMSegmentLib.engine.propagation import _interior
 
     square = np.zeros((8, 8), bool)
     square[1:6, 2:7] = True  # 5 x 5
@@ -311,7 +311,7 @@ def test_interior_is_the_pixels_whose_four_neighbours_are_in_the_mask():
 
 def _tissue_run(key_mask, key_image, answers=()):
     """A default-mode propagator whose key slice has been seen (prompt box: the whole 64 x 64 slice)."""
-    from MedSAMSegmentLib.propagation import _Propagator
+    from MedSAMSegmentLib.engine.propagation import _Propagator
 
     run = _Propagator(_ScriptedDecoder(answers), None, (0, 0, 63, 63), (64, 64), "default", None, None, 1)
     assert run._stop_reason(key_mask, None, None, key_image) is None
@@ -319,7 +319,7 @@ def _tissue_run(key_mask, key_image, answers=()):
 
 
 def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one():
-    from MedSAMSegmentLib.propagation import _interior
+    from MedSAMSegmentLib.engine.propagation import _interior
 
     whole = np.array([0, 0, 256, 256], np.float32)  # model-scale box covering the slice
     strip = np.zeros((64, 64), bool)
@@ -343,7 +343,7 @@ def test_tissue_test_reads_the_interior_and_skips_objects_too_thin_to_have_one()
 def test_grow_keeps_the_best_rated_candidate_that_holds_the_previous_mask_and_makes_no_other():
     from dataclasses import replace
 
-    from MedSAMSegmentLib.propagation import DEFAULT_RULES, _Propagator
+    from MedSAMSegmentLib.engine.propagation import DEFAULT_RULES, _Propagator
 
     prev, box = _disc(10), np.array([80, 80, 176, 176], np.float32)
     rules = replace(DEFAULT_RULES, grow_margins=(0.1, 0.25, 0.5))

@@ -12,8 +12,8 @@ BOXES = [(60, 50, 150, 140), (10, 20, 240, 200), (120, 90, 130, 100)]  # model c
 
 @pytest.fixture(scope="module")
 def network_and_embedding():
-    from MedSAMSegmentLib.models import load_network
-    from MedSAMSegmentLib.preprocess import LiteTransform
+    from MedSAMSegmentLib.model.models import load_network
+    from MedSAMSegmentLib.engine.preprocess import LiteTransform
 
     path = REFERENCE_DIR / "mr_abdomen_totalseg" / "_input_uint8.npz"
     if not path.is_file():
@@ -41,7 +41,7 @@ def _fast(decoder, net, embedding, boxes):
 
 @pytest.mark.parametrize("one_at_a_time", [True, False], ids=["cpu-one-prompt-at-a-time", "batched-as-on-gpu"])
 def test_fast_decoder_matches_the_reference_for_single_and_batched_boxes(network_and_embedding, one_at_a_time):
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     with torch.inference_mode():
@@ -60,7 +60,7 @@ def test_fast_decoder_matches_the_reference_for_single_and_batched_boxes(network
 
 
 def test_memo_follows_the_embedding_not_a_stale_slice(network_and_embedding):
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     with torch.inference_mode():
@@ -74,7 +74,7 @@ def test_memo_follows_the_embedding_not_a_stale_slice(network_and_embedding):
 
 
 def test_each_upscaled_candidate_equals_the_batch_decode_bit_for_bit(network_and_embedding):
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     with torch.inference_mode():
@@ -90,7 +90,7 @@ def test_each_upscaled_candidate_equals_the_batch_decode_bit_for_bit(network_and
 def test_the_cached_embedding_is_never_written(network_and_embedding):
     """The image tokens' residuals are added in place after the first block; the first block's
     residual is the cached embedding itself, which must come out unchanged (the cache serves it again)."""
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     before = embedding.clone()
@@ -107,8 +107,8 @@ def test_the_cached_embedding_is_never_written(network_and_embedding):
 def test_a_non_square_slice_skips_the_padding_and_keeps_its_mask(network_and_embedding, hw):
     """The logits of the grid's padding (below or right of a non-square slice) are never upscaled;
     the part the mask reads, and so the mask, is the full decode's."""
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
-    from MedSAMSegmentLib.preprocess import LiteTransform
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.engine.preprocess import LiteTransform
 
     net, embedding = network_and_embedding
     transform = LiteTransform()

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def network():
-    from MedSAMSegmentLib.models import load_network
+    from MedSAMSegmentLib.model.models import load_network
 
     net, _ = load_network("litemedsam", device="cpu")
     return net
@@ -19,7 +19,7 @@ def network():
 @pytest.fixture(scope="module")
 def real_slice():
     """A real abdominal CT slice, pre-processed as the official script does: (1, 3, 256, 256)."""
-    from MedSAMSegmentLib.preprocess import LiteTransform
+    from MedSAMSegmentLib.engine.preprocess import LiteTransform
 
     path = REFERENCE_DIR / "mr_abdomen_totalseg" / "_input_uint8.npz"
     if not path.is_file():
@@ -39,7 +39,7 @@ def _relative_error(a, b):
 
 
 def test_float32_fast_encoder_equals_the_reference_on_a_real_slice(network, real_slice, reference_embedding):
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
 
     fast = FastTinyViT(network.image_encoder, "float32")
     with torch.inference_mode():
@@ -51,7 +51,7 @@ def test_float32_fast_encoder_equals_the_reference_on_a_real_slice(network, real
 
 def test_the_unfused_path_is_equally_exact(network, real_slice, reference_embedding, monkeypatch):
     """What runs where oneDNN's fused kernels are missing (other builds, CUDA)."""
-    from MedSAMSegmentLib import fast_encoder
+    from MedSAMSegmentLib.model import fast_encoder
 
     monkeypatch.setattr(fast_encoder, "_ONEDNN", None)
     fast = fast_encoder.FastTinyViT(network.image_encoder, "float32")
@@ -61,7 +61,7 @@ def test_the_unfused_path_is_equally_exact(network, real_slice, reference_embedd
 
 
 def test_building_the_fast_encoder_leaves_the_reference_untouched(network, real_slice, reference_embedding):
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
 
     before = {k: v.clone() for k, v in network.image_encoder.state_dict().items()}
     FastTinyViT(network.image_encoder, "bfloat16")
@@ -70,7 +70,7 @@ def test_building_the_fast_encoder_leaves_the_reference_untouched(network, real_
 
 
 def test_bfloat16_path_runs_and_stays_close(network, real_slice, reference_embedding):
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
 
     fast = FastTinyViT(network.image_encoder, "bfloat16")
     with torch.inference_mode():
@@ -84,15 +84,15 @@ def test_bfloat16_path_runs_and_stays_close(network, real_slice, reference_embed
 
 
 def test_unknown_precision_is_refused(network):
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
 
     with pytest.raises(ValueError, match="precision"):
         FastTinyViT(network.image_encoder, "int4")
 
 
 def test_make_encoder_selects_the_path():
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT, make_encoder
-    from MedSAMSegmentLib.models import build_network
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT, make_encoder
+    from MedSAMSegmentLib.model.models import build_network
 
     cpu = torch.device("cpu")
     lite = build_network("litemedsam").eval()
@@ -113,9 +113,9 @@ def test_make_encoder_selects_the_path():
 
 
 def test_predictor_uses_the_fast_paths_by_default(real_slice, reference_embedding):
-    from MedSAMSegmentLib.fast_decoder import FastMaskDecoder
-    from MedSAMSegmentLib.fast_encoder import FastTinyViT
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
+    from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     fast = Predictor(model="litemedsam", device="cpu", cache_mb=16)
     assert isinstance(fast._encoder, FastTinyViT) and fast._encoder.dtype == torch.float32
@@ -132,7 +132,7 @@ def test_predictor_uses_the_fast_paths_by_default(real_slice, reference_embeddin
 
 
 def test_thread_tuning_never_raises_the_count():
-    from MedSAMSegmentLib.fast_encoder import physical_cores, tune_threads
+    from MedSAMSegmentLib.model.fast_encoder import physical_cores, tune_threads
 
     before = torch.get_num_threads()
     try:

@@ -23,10 +23,10 @@ import SimpleITK as sitk
 from cli_support import call
 from engine_support import load_case, shared_predictor
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE
-from MedSAMSegmentLib.embedding_cache import EmbeddingCache
+from MedSAMSegmentLib.engine.embedding_cache import EmbeddingCache
 from MedSAMSegmentLib.errors import MedSAMError
-from MedSAMSegmentLib.intensity import auto_window
-from MedSAMSegmentLib.propagation import segment_volume
+from MedSAMSegmentLib.engine.intensity import auto_window
+from MedSAMSegmentLib.engine.propagation import segment_volume
 
 torch = pytest.importorskip("torch")
 
@@ -95,7 +95,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_masks(brain, caplog):
     normal = segment_volume(pred, image, window, BRAIN_BOX, axis="k", mode="official")
     with EncoderFault(pred, lambda: torch.cuda.OutOfMemoryError(CUDA_OOM), above=1) as fault:
         pred.batch_size = 3
-        with caplog.at_level(logging.WARNING, logger="MedSAMSegmentLib.predictor"):
+        with caplog.at_level(logging.WARNING, logger="MedSAMSegmentLib.engine.predictor"):
             short = segment_volume(pred, image, window, BRAIN_BOX, axis="k", mode="official")
         notices, batch_size, cached = list(pred.notices), pred.batch_size, len(pred.cache)
     # Slices 14 and 15 were asked together, refused, then encoded one at a time; 13 came alone.
@@ -152,7 +152,7 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_notice_and_the_cpu_masks():
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     k, j, i = np.ogrid[:3, :96, :96]
     volume = np.where((i - 44) ** 2 + (j - 50) ** 2 <= (14 + 2 * k) ** 2, 300 + 40 * k, 60).astype(np.int16)
@@ -182,7 +182,7 @@ def test_cli_out_of_memory_fails_with_one_line_and_no_output(tmp_path):
     prelude = textwrap.dedent(
         f"""
         import sys, torch
-        from MedSAMSegmentLib import predictor
+        from MedSAMSegmentLib.engine import predictor
         built = predictor.Predictor._set_fast_paths
         def _set_fast_paths(self):
             built(self)
@@ -242,15 +242,15 @@ def test_core_modules_import_and_fail_clearly_without_torch():
     pytest.importorskip("slicer", reason="slicer-core is not installed (mrml_logic needs it)")
     code = NO_TORCH + textwrap.dedent(
         """
-        import MedSAMSegmentLib.mrml_logic, MedSAMSegmentLib.settings, MedSAMSegmentLib.registry
-        import MedSAMSegmentLib.cli, MedSAMSegmentLib.imageio, MedSAMSegmentLib.intensity
-        import MedSAMSegmentLib.geometry, MedSAMSegmentLib.markups, MedSAMSegmentLib.propagation
-        import MedSAMSegmentLib.predictor
+        import MedSAMSegmentLib.mrml_bridge.mrml_logic, MedSAMSegmentLib.settings, MedSAMSegmentLib.model.registry
+        import MedSAMSegmentLib.cli, MedSAMSegmentLib.fileio.imageio, MedSAMSegmentLib.engine.intensity
+        import MedSAMSegmentLib.engine.geometry, MedSAMSegmentLib.fileio.markups, MedSAMSegmentLib.engine.propagation
+        import MedSAMSegmentLib.engine.predictor
         assert "torch" not in sys.modules, "torch was imported"
         from MedSAMSegmentLib.errors import DependencyError
         from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor
-        from MedSAMSegmentLib.mrml_logic import MedSAMLogic
-        from MedSAMSegmentLib.weights import load_state_dict, embedded_litemedsam_path
+        from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
+        from MedSAMSegmentLib.model.weights import load_state_dict, embedded_litemedsam_path
         settings = MedSAMSettings.from_dict({"device": "cpu"})
         for what, call in [("shared_predictor", lambda: shared_predictor(settings)),
                            ("logic.predictor", lambda: MedSAMLogic(settings).predictor),
@@ -345,7 +345,7 @@ def test_sigterm_in_mid_propagation_exits_143_and_writes_nothing(tmp_path, capsy
 
 def test_sigterm_between_the_temporary_write_and_the_rename_leaves_nothing(tmp_path, capsys, monkeypatch,
                                                                          sigterm_guard):
-    from MedSAMSegmentLib.imageio import PAUSE_BEFORE_RENAME_ENV
+    from MedSAMSegmentLib.fileio.imageio import PAUSE_BEFORE_RENAME_ENV
 
     (tmp_path / "out").mkdir()
     flag, out = tmp_path / "paused", tmp_path / "out" / "tumour.nii.gz"
@@ -437,15 +437,15 @@ class MrmlCallsOffMainThread:
             self.seen.append(f"{type(arg.__self__).__name__}.{arg.__name__}")
         elif event == "call":
             module = frame.f_globals.get("__name__", "")
-            if module == "slicer" or module.startswith(("slicer.", "MedSAMSegmentLib.mrml_io")):
+            if module == "slicer" or module.startswith(("slicer.", "MedSAMSegmentLib.mrml_bridge.mrml_io")):
                 self.seen.append(f"{module}.{frame.f_code.co_name}")
 
 
 def test_two_mrml_segmentations_at_once_keep_mrml_on_the_main_thread(slicer_core, vtk_messages):
     import threading
 
-    from MedSAMSegmentLib import mrml_io
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge import mrml_io
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     logic = MedSAMLogic(predictor=shared_predictor())
     matrix = np.diag([0.7, 0.7, 3.0, 1.0])

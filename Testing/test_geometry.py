@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from MedSAMSegmentLib import geometry
+from MedSAMSegmentLib.engine import geometry
 from MedSAMSegmentLib.errors import InputError
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from MedSAMSegmentLib import geometry
+from MedSAMSegmentLib.engine import geometry
 from MedSAMSegmentLib.errors import InputError
 
 finite = dict(allow_nan=False, allow_infinity=False)

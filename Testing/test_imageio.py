@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedSAMSegmentLib.errors import InputError, OutputError
-from MedSAMSegmentLib.imageio import Image, read_image, write_labelmap, write_seg_nrrd
+from MedSAMSegmentLib.fileio.imageio import Image, read_image, write_labelmap, write_seg_nrrd
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"  # the code under test, in child processes
@@ -251,7 +251,7 @@ def test_full_disk_leaves_no_file_in_any_format(tmp_path):
         import os, resource, signal, sys
         import numpy as np
         from MedSAMSegmentLib.errors import OutputError
-        from MedSAMSegmentLib.imageio import Image, write_labelmap, write_seg_nrrd
+        from MedSAMSegmentLib.fileio.imageio import Image, write_labelmap, write_seg_nrrd
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         folder = sys.argv[1]
         image = Image(np.zeros((40, 64, 64), np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))

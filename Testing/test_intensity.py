@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from MedSAMSegmentLib.errors import InputError
-from MedSAMSegmentLib.intensity import (
+from MedSAMSegmentLib.engine.intensity import (
     auto_window,
     ct_window,
     explicit_window,

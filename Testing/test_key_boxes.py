@@ -11,10 +11,10 @@ import pytest
 from cli_support import assert_one_line_error, call
 from engine_support import dice, load_case, shared_predictor
 from MedSAMSegmentLib.errors import InputError
-from MedSAMSegmentLib.intensity import auto_window, explicit_window
-from MedSAMSegmentLib.key_boxes import added_boxes_from_index_boxes
-from MedSAMSegmentLib.propagation import MODES, segment_volume
-from MedSAMSegmentLib.slicing import key_slice_box
+from MedSAMSegmentLib.engine.intensity import auto_window, explicit_window
+from MedSAMSegmentLib.engine.key_boxes import added_boxes_from_index_boxes
+from MedSAMSegmentLib.engine.propagation import MODES, segment_volume
+from MedSAMSegmentLib.engine.slicing import key_slice_box
 
 BRAIN_BOX = (189, 144, 11, 208, 160, 17)  # the reference box of ../shared (summary.json)
 MOVED_AT = 5  # the synthetic disc jumps out of the first box on this slice
@@ -161,8 +161,8 @@ def _write_volume(path, volume):
 
 
 def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
-    from MedSAMSegmentLib.imageio import read_image
-    from MedSAMSegmentLib.markups import write_roi_json
+    from MedSAMSegmentLib.fileio.imageio import read_image
+    from MedSAMSegmentLib.fileio.markups import write_roi_json
 
     shared_predictor()  # built before Predictor is patched below (it makes one itself)
     volume, truth = moving_disc()
@@ -173,7 +173,7 @@ def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
     def no_model(*_args, **_kwargs):
         raise AssertionError("the model was loaded before the added boxes were checked")
 
-    monkeypatch.setattr("MedSAMSegmentLib.predictor.Predictor", no_model)
+    monkeypatch.setattr("MedSAMSegmentLib.engine.predictor.Predictor", no_model)
     bad = {("52", "52", "6", "80", "80", "7"): "one slice thick along k",
            ("52", "52", "9", "80", "80", "9"): "not inside the volume",
            ("52", "52", "7", "99", "80", "7"): "not inside the volume"}
@@ -183,7 +183,7 @@ def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
         assert_one_line_error(err)
         assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["disc.nrrd"]
 
-    monkeypatch.setattr("MedSAMSegmentLib.predictor.Predictor", lambda *a, **k: shared_predictor())
+    monkeypatch.setattr("MedSAMSegmentLib.engine.predictor.Predictor", lambda *a, **k: shared_predictor())
     status, _, err = call(capsys, "segment", image, *first, "--add-box-ijk", 52, 52, 7, 80, 80, 7, "-o", out)
     assert status == 0, err
     written = read_image(out).array
@@ -201,7 +201,7 @@ def test_command_line_added_boxes(tmp_path, capsys, monkeypatch):
 
 def test_console_api_added_boxes(slicer_core):
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     volume, truth = moving_disc()
     node = slicer_core.addVolume(volume, np.eye(4), "disc")  # IJK = RAS
@@ -228,7 +228,7 @@ def test_a_box_at_a_narrow_end_grows_towards_the_wider_first_box(monkeypatch):
     """A dome (radius 3 px on slice 0 to 27 px on slice 8), first box on its wide slice 8, an added box on
     its 3-px tip: the run from the tip towards the larger key box may grow, so slice 1 (radius 6) is
     followed; with the official prompt alone (the previous mask's box + 3 px) it is not."""
-    from MedSAMSegmentLib import key_boxes
+    from MedSAMSegmentLib.engine import key_boxes
 
     predictor = shared_predictor()
     rng = np.random.default_rng(1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from MedSAMSegmentLib.errors import InputError, OutputError
-from MedSAMSegmentLib.markups import read_roi_json, write_roi_json
+from MedSAMSegmentLib.fileio.markups import read_roi_json, write_roi_json
 
 
 def rotated_roi():

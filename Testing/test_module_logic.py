@@ -67,7 +67,7 @@ def test_invalid_stored_settings_fall_back_to_defaults(module):
 
 
 def test_segment_rois_makes_one_segment_per_roi_with_progress_and_cancel(module, monkeypatch):
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
     calls = []
 
@@ -89,7 +89,7 @@ def test_segment_rois_makes_one_segment_per_roi_with_progress_and_cancel(module,
 
 
 def test_weights_status_and_download_use_the_weights_folder(module, monkeypatch, tmp_path):
-    from MedSAMSegmentLib import weights
+    from MedSAMSegmentLib.model import weights
     from MedSAMSegmentLib.settings import MedSAMSettings
 
     logic = module.MedSAMSegmentLogic(MedSAMSettings(cache_folder=str(tmp_path)))

@@ -15,10 +15,11 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 sitk = pytest.importorskip("SimpleITK")
 
 import slicercore  # noqa: E402
-from MedSAMSegmentLib import geometry, mrml_io  # noqa: E402
+from MedSAMSegmentLib.engine import geometry  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge import mrml_io
 from MedSAMSegmentLib.errors import CancelledError, InputError, OutputError  # noqa: E402
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
-from MedSAMSegmentLib.mrml_logic import MedSAMLogic  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic  # noqa: E402
 from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor  # noqa: E402
 
 CORD = "mr_cspine_t2_cord"  # 52 x 60 x 55, cord bbox i20-32 j26-36 k0-54

@@ -193,7 +193,7 @@ def test_qt_layer_imports_no_heavy_package_at_load(path):
     """Slicer imports module files at start-up, before dependencies may exist: torch, the model and the
     engine are imported inside the functions that need them."""
     heavy = {"torch", "cv2", "skimage", "segment_anything", "SimpleITK"}
-    engine = ("MedSAMSegmentLib.predictor", "MedSAMSegmentLib.models", "MedSAMSegmentLib.mrml_logic")
+    engine = ("MedSAMSegmentLib.engine.predictor", "MedSAMSegmentLib.model.models", "MedSAMSegmentLib.mrml_bridge.mrml_logic")
     imports = _topLevelImports(path)
     assert not {name.split(".")[0] for name in imports} & heavy
     assert not [name for name in imports if name.startswith(engine)]
@@ -201,7 +201,7 @@ def test_qt_layer_imports_no_heavy_package_at_load(path):
 
 def test_qt_free_helpers_do_not_load_torch():
     code = ("import sys; sys.path[:0] = ['MedSAMSegment']\n"
-            "import MedSAMSegmentLib.dependencies, MedSAMSegmentLib.settings, MedSAMSegmentLib.registry\n"
+            "import MedSAMSegmentLib.dependencies, MedSAMSegmentLib.settings, MedSAMSegmentLib.model.registry\n"
             "import MedSAMSegmentLib.effect.controller, MedSAMSegmentLib.effect.rubberband\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

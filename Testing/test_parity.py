@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def parity_results(cases_dir):
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     predictor = shared_predictor()
     results = {}
@@ -41,7 +41,7 @@ def test_official_mode_follows_the_official_slice_order_and_boxes(parity_results
 
 
 def test_official_windowing_matches_the_official_input_exactly(cases_dir):
-    from MedSAMSegmentLib.intensity import auto_window
+    from MedSAMSegmentLib.engine.intensity import auto_window
 
     modalities = {name.split("/")[0]: info["modality"] for name, info in reference_summary().items()}
     for case, modality in modalities.items():

@@ -23,7 +23,7 @@ WAIT_S = 120  # generous limits on waits that should end at once: a hang fails i
 @pytest.fixture(scope="module")
 def predictor():
     """A fresh predictor of its own: the tests look at its cache and its foreground encode count."""
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     return Predictor(model="litemedsam", device="cpu", precision="float32", cache_mb=256)
 
@@ -43,14 +43,14 @@ def volume(cases_dir):
 
 @pytest.fixture(scope="module")
 def window(volume):
-    from MedSAMSegmentLib.intensity import mr_percentile_window
+    from MedSAMSegmentLib.engine.intensity import mr_percentile_window
 
     return mr_percentile_window(volume)
 
 
 @pytest.fixture
 def pre_encoder(fresh):
-    from MedSAMSegmentLib.pre_encoder import PreEncoder
+    from MedSAMSegmentLib.engine.pre_encoder import PreEncoder
 
     made = []
 
@@ -64,7 +64,7 @@ def pre_encoder(fresh):
 
 
 def _key(predictor, volume, window, index):
-    from MedSAMSegmentLib.embedding_cache import content_key
+    from MedSAMSegmentLib.engine.embedding_cache import content_key
 
     return content_key(predictor.spec, window.apply(volume[index]))
 
@@ -98,8 +98,8 @@ def test_staged_encodes_interleaved_step_by_step_equal_the_one_shot_forward_bit_
 def test_reference_tinyvit_steps_compose_to_its_forward():
     """The unoptimised TinyViT (Predictor(optimise=False)), shrunk to a 32-pixel input with random
     weights (the full one takes seconds per slice): its steps are its forward."""
-    from MedSAMSegmentLib.fast_encoder import encoder_steps, run_steps
-    from MedSAMSegmentLib.tinyvit import TinyViT
+    from MedSAMSegmentLib.model.fast_encoder import encoder_steps, run_steps
+    from MedSAMSegmentLib.model.tinyvit import TinyViT
 
     torch.manual_seed(0)
     encoder = TinyViT(img_size=32, embed_dims=(8, 16, 20, 40), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
@@ -114,8 +114,8 @@ def test_reference_tinyvit_steps_compose_to_its_forward():
 def test_vit_b_structure_and_autocast_steps_compose_to_their_forward():
     """MedSAM ViT-B's encoder class (segment_anything's ImageEncoderViT), shrunk to two blocks on a
     64-pixel input with random weights: its steps are its forward, also under autocast."""
-    from MedSAMSegmentLib.fast_encoder import encoder_steps, make_encoder, run_steps
-    from MedSAMSegmentLib.sam_modules import sam_modeling
+    from MedSAMSegmentLib.model.fast_encoder import encoder_steps, make_encoder, run_steps
+    from MedSAMSegmentLib.model.sam_modules import sam_modeling
 
     torch.manual_seed(0)
     vit = sam_modeling().ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2,
@@ -131,7 +131,7 @@ def test_vit_b_structure_and_autocast_steps_compose_to_their_forward():
 
 # -- what the pre-encoder stores is what previews and propagations look up --------------------------
 def test_pre_encoded_slices_are_cache_hits_for_preview_and_propagation(fresh, pre_encoder, volume, window):
-    from MedSAMSegmentLib.propagation import segment_slice, segment_volume
+    from MedSAMSegmentLib.engine.propagation import segment_slice, segment_volume
 
     pre = pre_encoder()
     seen = []
@@ -198,8 +198,8 @@ def test_a_foreground_call_during_a_background_step_runs_right_after_that_step(f
     """The foreground call arrives while step 3 of a background encode holds the model: no further
     background step runs before the foreground's own encode starts. The background then resumes
     its slice where it stopped (no step is run twice) and stores it."""
-    from MedSAMSegmentLib.fast_encoder import encoder_steps
-    from MedSAMSegmentLib.propagation import segment_slice
+    from MedSAMSegmentLib.model.fast_encoder import encoder_steps
+    from MedSAMSegmentLib.engine.propagation import segment_slice
 
     pre = pre_encoder()
     log, results = [], []
@@ -240,7 +240,7 @@ def test_a_foreground_call_during_a_background_step_runs_right_after_that_step(f
 def test_a_foreground_call_for_the_slice_being_pre_encoded_finishes_that_encode(fresh, pre_encoder, volume, window):
     """A box on the very slice the pre-encoder is half-way through: the foreground runs the remaining
     steps (no second encode from the start), and gets the one-shot embedding."""
-    from MedSAMSegmentLib.propagation import segment_slice
+    from MedSAMSegmentLib.engine.propagation import segment_slice
 
     pre = pre_encoder()
     foreground = threading.Thread(target=lambda: segment_slice(fresh, volume, window, "k", 12, (40, 30, 80, 60)))
@@ -283,7 +283,7 @@ def test_stop_ends_the_worker_within_one_step_and_drops_its_half_encoded_slice(f
 def test_slow_preparations_run_in_the_worker_and_stop_does_not_wait_for_them(slow, predictor, volume, window):
     """The first predictor_provider() call (a model load) and a callable window (statistics of the
     whole volume) run in the worker: request() returns at once, and stop() does not block on them."""
-    from MedSAMSegmentLib.pre_encoder import PreEncoder
+    from MedSAMSegmentLib.engine.pre_encoder import PreEncoder
 
     started, release, callers = threading.Event(), threading.Event(), []
 
@@ -329,8 +329,8 @@ def test_the_worker_thread_runs_at_low_priority(fresh, pre_encoder, volume, wind
 def test_pre_encoding_only_fills_free_room_and_never_evicts(fresh, pre_encoder, volume, window):
     """A cache of 4 embeddings holding one a propagation encoded: the pre-encoder leaves room for
     one foreground batch (1 on the CPU), so it adds 2 and stops; the first stays."""
-    from MedSAMSegmentLib.pre_encoder import EMBEDDING_BYTES
-    from MedSAMSegmentLib.propagation import segment_slice
+    from MedSAMSegmentLib.engine.pre_encoder import EMBEDDING_BYTES
+    from MedSAMSegmentLib.engine.propagation import segment_slice
 
     fresh.cache.max_bytes = 4 * EMBEDDING_BYTES
     segment_slice(fresh, volume, window, "k", 2, (40, 30, 80, 60))
@@ -358,9 +358,9 @@ def test_a_process_that_exits_while_pre_encoding_exits_cleanly(tmp_path):
         "import sys, time\n"
         f"sys.path.insert(0, {str(REPO_ROOT / 'MedSAMSegment')!r})\n"
         "import numpy as np\n"
-        "from MedSAMSegmentLib.predictor import Predictor\n"
-        "from MedSAMSegmentLib.pre_encoder import PreEncoder\n"
-        "from MedSAMSegmentLib.intensity import auto_window\n"
+        "from MedSAMSegmentLib.engine.predictor import Predictor\n"
+        "from MedSAMSegmentLib.engine.pre_encoder import PreEncoder\n"
+        "from MedSAMSegmentLib.engine.intensity import auto_window\n"
         "predictor = Predictor(model='litemedsam', device='cpu', precision='float32')\n"
         "volume = (np.random.default_rng(0).random((12, 128, 128)) * 1000).astype(np.int16)\n"
         "encoder = PreEncoder(lambda: predictor, quiet_s=0.0)\n"

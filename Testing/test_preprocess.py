@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from MedSAMSegmentLib.preprocess import LiteTransform, VitBTransform, resized_shape
+from MedSAMSegmentLib.engine.preprocess import LiteTransform, VitBTransform, resized_shape
 
 RNG = np.random.default_rng(7)
 

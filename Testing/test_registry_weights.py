@@ -16,10 +16,10 @@ SRC = Path(__file__).resolve().parents[1] / "MedSAMSegment"
 sys.path.insert(0, str(SRC))
 
 from helpers_http import LocalServer  # noqa: E402
-from MedSAMSegmentLib import registry  # noqa: E402
+from MedSAMSegmentLib.model import registry  # noqa: E402
 from MedSAMSegmentLib.errors import InputError, WeightsError  # noqa: E402
-from MedSAMSegmentLib.registry import DEFAULT_MODEL, MODELS, get_spec, register  # noqa: E402
-from MedSAMSegmentLib.weights import (  # noqa: E402
+from MedSAMSegmentLib.model.registry import DEFAULT_MODEL, MODELS, get_spec, register  # noqa: E402
+from MedSAMSegmentLib.model.weights import (  # noqa: E402
     default_cache_dir,
     embedded_litemedsam_path,
     load_into,
@@ -111,8 +111,8 @@ def test_spec_validation_and_isolation():
 def test_core_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]);"
-        "import MedSAMSegmentLib.registry, MedSAMSegmentLib.weights, MedSAMSegmentLib.download;"
-        "print(MedSAMSegmentLib.weights.default_cache_dir())"
+        "import MedSAMSegmentLib.model.registry, MedSAMSegmentLib.model.weights, MedSAMSegmentLib.model.download;"
+        "print(MedSAMSegmentLib.model.weights.default_cache_dir())"
     )
     run = subprocess.run([sys.executable, "-c", code, str(SRC)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -150,7 +150,7 @@ def test_missing_lite_distribution_says_how_to_install():
     # -S: no site-packages, so the distribution really is absent in that interpreter.
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from MedSAMSegmentLib.weights import embedded_litemedsam_path;"
+        "from MedSAMSegmentLib.model.weights import embedded_litemedsam_path;"
         "from MedSAMSegmentLib.errors import WeightsError\n"
         "try:\n    embedded_litemedsam_path()\nexcept WeightsError as e:\n    print(e)"
     )

@@ -8,8 +8,8 @@ propagation where the official procedure keeps following it.
 import numpy as np
 
 from engine_support import dice, shared_predictor
-from MedSAMSegmentLib.intensity import auto_window
-from MedSAMSegmentLib.propagation import DefaultRules, segment_volume
+from MedSAMSegmentLib.engine.intensity import auto_window
+from MedSAMSegmentLib.engine.propagation import DefaultRules, segment_volume
 
 
 def _tube_volume():

@@ -28,7 +28,7 @@ def session():
     require_web()
     from trame.app import get_server
 
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
     from MedSAMSegmentLib.settings import MedSAMSettings
     from MedSAMSegmentLib.web.command import useOffscreenRendering
     from MedSAMSegmentLib.web.save import SaveTarget
@@ -85,7 +85,7 @@ def _run(session, action):
 
 
 def _mask(session):
-    from MedSAMSegmentLib import mrml_io
+    from MedSAMSegmentLib.mrml_bridge import mrml_io
 
     return mrml_io.readSegmentMask(session.segmentationNode, session.segmentationEditor.active_segment_id,
                                    session.volumeNode)
@@ -301,7 +301,8 @@ def test_segmentation_file_is_loaded_on_the_images_grid(tmp_path):
     require_web()
     from trame.app import get_server
 
-    from MedSAMSegmentLib import imageio, mrml_io
+    from MedSAMSegmentLib.fileio import imageio
+    from MedSAMSegmentLib.mrml_bridge import mrml_io
     from MedSAMSegmentLib.settings import MedSAMSettings
     from MedSAMSegmentLib.web.save import SaveTarget
     from MedSAMSegmentLib.web.session import WebSession

@@ -39,7 +39,8 @@ def _same_grid(a, b):
 
 def _cli_mask(tmp_path, box, monkeypatch):
     """The command line's result for the box, with the suite's model (same weights, same cache)."""
-    from MedSAMSegmentLib import cli, predictor
+    from MedSAMSegmentLib import cli
+    from MedSAMSegmentLib.engine import predictor
 
     monkeypatch.setattr(predictor, "Predictor", lambda *a, **k: shared_predictor())
     out = tmp_path / "cli.seg.nrrd"

@@ -27,7 +27,7 @@ class AppThread:
         self.thread = threading.Thread(target=self._main, name="medsam-web-test", daemon=True)
 
     def _logicFactory(self):
-        from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+        from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
 
         predictor = self.predictor
         return None if predictor is None else (lambda settings: MedSAMLogic(settings, predictor=predictor))

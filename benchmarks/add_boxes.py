@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "MedSAMSegment"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from compare_modes import SHARED, extra_items, label_box, load  # noqa: E402
 
-from MedSAMSegmentLib import key_boxes  # noqa: E402
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.engine import key_boxes  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
 
 
 CASE_ORDER = ("mr_brain1_tumor", "mr_abdomen_totalseg", "ct_upper_abdomen_hires_totalseg",
@@ -76,7 +76,7 @@ def keep_embeddings(pred, image, window, box, folder):
 
     import torch
 
-    from MedSAMSegmentLib.propagation import _SliceSource
+    from MedSAMSegmentLib.engine.propagation import _SliceSource
 
     if not folder:
         return lambda: None
@@ -98,7 +98,7 @@ def keep_embeddings(pred, image, window, box, folder):
 
 def measure(pred, image, window, gt, box, rules_order):
     """{rule: [dice1, dice2, dice3]}, {rule: [seconds, decoded slices] per added box}."""
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     first, last = box[2], box[5]
     one = segment_volume(pred, image, window, box, axis="k", mode="default")
@@ -148,8 +148,8 @@ def timing(pred, names, folder, repeats=5):
     every repeat of one. The best of the repeats is the box's cost (what `timeit` reports: slower
     repeats are interference); the median is printed beside it. The CPU time is what the box costs
     on an otherwise idle machine when the wall time is inflated by other jobs."""
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     calls = [0]
 
@@ -203,8 +203,8 @@ def timing(pred, names, folder, repeats=5):
 def main(argv=None):
     import torch
 
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run structures whose name contains this")

@@ -51,7 +51,7 @@ def manifest(work, summary, repeats):
 def random_vit_b(work):
     import torch
 
-    from MedSAMSegmentLib.models import build_network
+    from MedSAMSegmentLib.model.models import build_network
 
     path = work / "random_medsam_vit_b.pth"
     if not path.exists():

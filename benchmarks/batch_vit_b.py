@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "MedSAMSegment"))
 def main(argv=None):
     import torch
 
-    from MedSAMSegmentLib.fast_vit_b import FastViTB
-    from MedSAMSegmentLib.sam_modules import sam_modeling
+    from MedSAMSegmentLib.model.fast_vit_b import FastViTB
+    from MedSAMSegmentLib.model.sam_modules import sam_modeling
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)

@@ -35,7 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
 # name -> (optimise, precision, propagation modes run for it)
@@ -79,7 +79,7 @@ def select_structures(reference, patterns):
 
 
 def make_predictor(model, device, config, checkpoint=None, batch_size=None):
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     optimise, precision, _ = CONFIGS[config]
     return Predictor(model=model, checkpoint=checkpoint, device=device, precision=precision,
@@ -136,7 +136,7 @@ def component_times(pred, image, box, reps):
 
 # ---------------------------------------------------------------- 2. propagation per structure
 def propagate(pred, volume, info, mode):
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     pred.clear_cache()
     before = pred.encoded
@@ -222,9 +222,9 @@ def rss_child(args):
     start = time.perf_counter()
     import SimpleITK as sitk
 
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.predictor import Predictor
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.predictor import Predictor
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     case = SHARED / "data" / "cases" / "ct_upper_abdomen_hires_totalseg" / "image.nii.gz"
     one = sitk.GetArrayFromImage(sitk.ReadImage(str(case)))  # (20, 512, 512) int16
@@ -266,7 +266,7 @@ def random_checkpoint(model, folder):
     """A state dict of randomly initialised weights (timing only), saved where Predictor can load it."""
     import torch
 
-    from MedSAMSegmentLib.models import build_network
+    from MedSAMSegmentLib.model.models import build_network
 
     path = Path(folder) / f"{model}_random.pth"
     if not path.exists():
@@ -278,8 +278,8 @@ def random_checkpoint(model, folder):
 def sweep(args, checkpoints):
     import torch
 
-    from MedSAMSegmentLib.fast_encoder import make_encoder
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.model.fast_encoder import make_encoder
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     print("\n| model | device | precision | encoder | batch | slices/s | ms per slice |")
     print("|---|---|---|---|---|---|---|")
@@ -340,8 +340,8 @@ class _PreparedVitB:
 
 def vitb_propagation(args, reference, checkpoint, slices=100):
     """MedSAM ViT-B through `slices` slices of a real volume (tiled), official mode (no early stop)."""
-    from MedSAMSegmentLib.predictor import Predictor
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.predictor import Predictor
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     one = np.load(reference / "mr_brain1_tumor" / "_input_uint8.npz")["imgs"]
     volume = distinct_tiles(one, slices)
@@ -408,7 +408,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     else:
-        from MedSAMSegmentLib.fast_encoder import tune_threads
+        from MedSAMSegmentLib.model.fast_encoder import tune_threads
 
         tune_threads()
     if args.rss_child:

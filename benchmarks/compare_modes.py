@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import embedding_store  # noqa: E402
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
 SHARED = ROOT.parent / "shared"
 
 # Every label of these cases that is not a reference structure is measured: no selection, so
@@ -65,8 +65,8 @@ def extra_items(summary):
 
 
 def run_table(pred, items, padding, embeddings_dir=None):
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     rows, cache = [], {}
     for name, case, label_value, modality, box in items:
@@ -109,7 +109,7 @@ def print_table(title, rows):
 def main(argv=None):
     import torch
 
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run structures whose name contains this")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def slice_keys(pred, image, window, axis="k"):
-    from MedSAMSegmentLib.propagation import _SliceSource
+    from MedSAMSegmentLib.engine.propagation import _SliceSource
 
     source = _SliceSource(pred, image, window, axis)
     return [source.key(k) for k in range(image.shape["kji".index(axis)])]

@@ -12,7 +12,7 @@ import json, shutil
 from pathlib import Path
 import sys
 sys.path.insert(0, "MedSAMSegment")
-from MedSAMSegmentLib.weights import embedded_litemedsam_path
+from MedSAMSegmentLib.model.weights import embedded_litemedsam_path
 
 shutil.copy(embedded_litemedsam_path(), ".gpu/lite_medsam.pth")
 ref = Path("..") / "shared" / "reference"

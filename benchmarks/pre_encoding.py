@@ -1,4 +1,4 @@
-"""Latency of a box drawn in the effect, with background pre-encoding (MedSAMSegmentLib/pre_encoder.py).
+"""Latency of a box drawn in the effect, with background pre-encoding (MedSAMSegmentLib/engine/pre_encoder.py).
 
 Issue 10, item 3, on 2 CPU cores, LiteMedSAM float32 (the CPU default), a real 512 x 512 CT slice:
   (a) a box on a slice already pre-encoded: preview (segment_slice) latency; goal <= 100 ms;
@@ -61,7 +61,7 @@ def step_profile(predictor, images, repeats):
 
 def case_a(predictor, pre, volume, window, index, repeats):
     """Preview latency on pre-encoded slices (cache hits only: no foreground encode may happen)."""
-    from MedSAMSegmentLib.propagation import segment_slice
+    from MedSAMSegmentLib.engine.propagation import segment_slice
 
     pre.request(volume, window, "k", index, neighbours=2)
     pre.wait_idle()
@@ -83,7 +83,7 @@ def case_b(predictor, pre, volume, window, index, background_index, step_count, 
     soon as background step number t * step_count / trials has finished, so it arrives early in the
     next step (close to the worst case: nearly a whole step to wait) and the arrivals cover the
     whole encode. When the two slices are the same, the box's call finishes the background encode."""
-    from MedSAMSegmentLib.propagation import segment_slice
+    from MedSAMSegmentLib.engine.propagation import segment_slice
 
     rows = []
     for trial in range(trials):
@@ -133,9 +133,9 @@ def main(argv=None):
     import SimpleITK as sitk
     import torch
 
-    from MedSAMSegmentLib.intensity import ct_window
-    from MedSAMSegmentLib.pre_encoder import PreEncoder
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.intensity import ct_window
+    from MedSAMSegmentLib.engine.pre_encoder import PreEncoder
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     load_before = load_average()

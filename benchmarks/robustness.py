@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "MedSAMSegment"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import embedding_store  # noqa: E402
 from compare_modes import SHARED, label_box  # noqa: E402
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # The three TotalSegmentator cases hold the 115 structures; the cords and the brain lesion add
@@ -101,8 +101,8 @@ ROW_FIELDS = ("case", "grid", "structure", "label", "class", "voxels", "slices",
 def run_grid(pred, case, grid, variants, embeddings_dir=None, log=print, official=None):
     """Rows of one (case, grid): every label, official once, default once per rules variant.
     official: {(case, grid, label): Dice} from an earlier run, not re-measured (--official-from)."""
-    from MedSAMSegmentLib.intensity import auto_window
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.intensity import auto_window
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     image_s, label_s, names, modality = read_case(case)
     native = sitk_volumes_ml(label_s)
@@ -194,7 +194,7 @@ def variants(previous=False):
     """The shipped default rules, and with previous=True the rules before they were made robust
     (issue 15: one bad slice stopped a direction, no retry, thin objects offered the wider box, the
     wider box kept whatever the decoder's rating)."""
-    from MedSAMSegmentLib.propagation import DEFAULT_RULES, DefaultRules
+    from MedSAMSegmentLib.engine.propagation import DEFAULT_RULES, DefaultRules
 
     found = {"default": DEFAULT_RULES}
     if previous:
@@ -204,7 +204,7 @@ def variants(previous=False):
 
 def run(cases, grids, rule_variants, embeddings_dir=None, output=RESULTS / "robustness", official=None):
     """Measure, write OUTPUT.json after each (case, grid) and OUTPUT.md at the end; returns rows."""
-    from MedSAMSegmentLib.predictor import Predictor
+    from MedSAMSegmentLib.engine.predictor import Predictor
 
     if embeddings_dir:
         Path(embeddings_dir).mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSegment"))
-from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -104,7 +104,7 @@ def work_groups(summary):
 
 
 def window_of(image, modality, window_level):
-    from MedSAMSegmentLib.intensity import auto_window
+    from MedSAMSegmentLib.engine.intensity import auto_window
 
     explicit = None if window_level is None else (window_level[1], window_level[0])  # (level, width)
     return auto_window(image, modality=modality, window=explicit)
@@ -141,8 +141,8 @@ def save(data, path):
 def measure(data, summary, only, json_path, chosen=None, threads=2):
     import torch
 
-    from MedSAMSegmentLib.predictor import Predictor
-    from MedSAMSegmentLib.propagation import segment_volume
+    from MedSAMSegmentLib.engine.predictor import Predictor
+    from MedSAMSegmentLib.engine.propagation import segment_volume
 
     torch.set_num_threads(threads)
     pred = Predictor(device="cpu", precision="float32", cache_mb=4000)

@@ -58,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from .registry import DEFAULT_MODEL, known_models
+    from .model.registry import DEFAULT_MODEL, known_models
 
     parser = _Parser(prog=PROG, description="MedSAM / LiteMedSAM box-prompted segmentation of medical images.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{segment,batch,demo,web}", parser_class=_Parser)
@@ -187,7 +187,7 @@ def check_output(path, overwrite, inputs=()):
     """Before anything slow: the output's type, that it is none of `inputs` (image, ROI,
     checkpoint: even --overwrite never replaces those), that its name fits and that it can be
     created. UsageError (exit 2) otherwise; returns 'segmentation' or 'labelmap'."""
-    from .imageio import check_not_an_input, check_output_path, output_kind
+    from .fileio.imageio import check_not_an_input, check_output_path, output_kind
 
     try:
         kind = output_kind(path)
@@ -209,7 +209,7 @@ _check_output = check_output
 def check_weights_options(model, checkpoint, url, sha256):
     """--weights-url / --weights-sha256 must be used, never ignored: UsageError for combinations
     that would ignore them (the checksum is applied to whichever file is used)."""
-    from .registry import get_spec
+    from .model.registry import get_spec
 
     if url and not sha256:
         raise UsageError("--weights-url needs --weights-sha256 (a download is only used if its checksum matches)")
@@ -223,10 +223,10 @@ def check_weights_options(model, checkpoint, url, sha256):
 
 
 def _index_box(args, image, axis):
-    from . import geometry
+    from .engine import geometry
 
     if args.roi is not None:
-        from .markups import read_roi_json
+        from .fileio.markups import read_roi_json
 
         roi_to_ras, size_mm = read_roi_json(args.roi)
         box = geometry.roi_index_box(roi_to_ras, size_mm, image.ras_to_ijk, image.shape)
@@ -260,7 +260,7 @@ def _native_stderr_silenced():
 
 
 def write_result(path, kind, mask, image, name, color, overwrite, tags=None):
-    from .imageio import write_labelmap, write_seg_nrrd
+    from .fileio.imageio import write_labelmap, write_seg_nrrd
 
     with _native_stderr_silenced():
         if kind == "segmentation":
@@ -276,9 +276,9 @@ def run_segment(args, say):
     if kind == "segmentation" and (not args.name.strip() or any(ch in args.name for ch in "\r\n")):
         raise UsageError(f"--name {args.name!r} must be one non-empty line")
 
-    from . import geometry
-    from .imageio import read_image
-    from .intensity import auto_window
+    from .engine import geometry
+    from .fileio.imageio import read_image
+    from .engine.intensity import auto_window
 
     started = time.perf_counter()
     image = read_image(args.image)
@@ -292,14 +292,14 @@ def run_segment(args, say):
     box = _index_box(args, image, axis)
     clipped = args.box_ijk is not None and tuple(box) != tuple(args.box_ijk)
     say(f"box (i0 j0 k0 i1 j1 k1): {' '.join(map(str, box))}" + (" (clipped to the image)" if clipped else ""))
-    from .key_boxes import added_boxes_from_index_boxes  # checked here, before the model is loaded
+    from .engine.key_boxes import added_boxes_from_index_boxes  # checked here, before the model is loaded
 
     add_boxes = added_boxes_from_index_boxes(args.add_box_ijk, image.shape, axis, what="--add-box-ijk")
     window = _window(image.array, args)
     say(f"intensity: {window.description}")
 
-    from .predictor import Predictor
-    from .propagation import segment_volume
+    from .engine.predictor import Predictor
+    from .engine.propagation import segment_volume
 
     options = {"url": args.weights_url, "sha256": args.weights_sha256}
     if not args.quiet:  # used only if the weights have to be downloaded
@@ -320,7 +320,7 @@ def run_segment(args, say):
 
 
 def _window(array, args):
-    from .intensity import NO_CONTRAST_HINT, auto_window
+    from .engine.intensity import NO_CONTRAST_HINT, auto_window
 
     try:
         return auto_window(array, modality=args.modality, window=args.window)
@@ -333,7 +333,7 @@ def _window(array, args):
 def _summary(path, result, image, axis, seconds):
     import numpy as np
 
-    from .geometry import numpy_axis
+    from .engine.geometry import numpy_axis
 
     voxels = int(result.mask.sum())
     millilitres = voxels * abs(np.linalg.det(image.ijk_to_ras[:3, :3])) / 1000.0

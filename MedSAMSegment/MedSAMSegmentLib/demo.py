@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
-from .metrics import dice
+from .engine.metrics import dice
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "pyradiomics-brain1"
 SAMPLE_IMAGE, SAMPLE_LABEL = SAMPLE_DIR / "brain1_image.nrrd", SAMPLE_DIR / "brain1_label.nrrd"
@@ -24,7 +24,7 @@ MARK_KEY, MARK_VALUE = "MedSAMSegment.Demo", "brain1"
 
 
 def _written_by_demo(path):
-    from .imageio import nrrd_header_field
+    from .fileio.imageio import nrrd_header_field
     from .overlay import read_png_text
 
     if path.endswith(".png"):
@@ -38,7 +38,7 @@ def check_output_dir(output_dir):
     OutputError if it is not a folder, cannot be written, or holds a file of the demo's names
     that the demo did not write (it is never replaced).
     """
-    from .imageio import check_output_path
+    from .fileio.imageio import check_output_path
 
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputError(f"the output folder {output_dir} is not a folder")
@@ -88,10 +88,10 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
     other files of the same names never (OutputError before any work, see check_output_dir).
     """
     from . import overlay
-    from .imageio import read_image, write_seg_nrrd
-    from .intensity import auto_window
-    from .predictor import Predictor
-    from .propagation import segment_volume
+    from .fileio.imageio import read_image, write_seg_nrrd
+    from .engine.intensity import auto_window
+    from .engine.predictor import Predictor
+    from .engine.propagation import segment_volume
 
     seg_path, png_path = check_output_dir(output_dir)
     image = read_image(SAMPLE_IMAGE)

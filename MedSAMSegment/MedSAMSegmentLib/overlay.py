@@ -3,7 +3,7 @@
 import numpy as np
 
 from .errors import OutputError
-from .imageio import atomic_output
+from .fileio.imageio import atomic_output
 
 GREEN, RED, WHITE = (0, 200, 0), (0, 0, 255), (255, 255, 255)  # OpenCV colours are BGR
 

@@ -8,10 +8,10 @@ module both call shared_predictor(settings) so one model and one embedding cache
 import threading
 from dataclasses import dataclass, fields
 
-from .device import DEVICES, PRECISIONS
+from .model.device import DEVICES, PRECISIONS
 from .errors import InputError
-from .propagation import MODES
-from .registry import DEFAULT_MODEL, get_spec
+from .engine.propagation import MODES
+from .model.registry import DEFAULT_MODEL, get_spec
 
 
 @dataclass
@@ -82,7 +82,7 @@ def shared_predictor(settings=None):
     with _lock:
         predictor = _shared["predictor"]
         if predictor is None or _shared["key"] != settings.predictor_key:
-            from .predictor import Predictor
+            from .engine.predictor import Predictor
 
             options = {"cache_dir": settings.cache_folder} if settings.cache_folder else {}
             predictor = Predictor(

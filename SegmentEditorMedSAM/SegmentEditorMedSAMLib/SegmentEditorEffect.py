@@ -125,8 +125,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- options ------------------------------------------------------------------------------------
     def setupOptionsFrame(self):
-        from MedSAMSegmentLib.device import DEVICES
-        from MedSAMSegmentLib.registry import get_spec, known_models
+        from MedSAMSegmentLib.model.device import DEVICES
+        from MedSAMSegmentLib.model.registry import get_spec, known_models
 
         self.drawButton = qt.QRadioButton(_("Draw box"))
         self.drawButton.toolTip = _("Click and drag in a slice view to draw the box prompt")

@@ -34,6 +34,20 @@ EFFECT_FILE = ("SegmentEditorMedSAM", "SegmentEditorMedSAMLib", "SegmentEditorEf
 
 
 
+EXTENSION_PACKAGES = ("MedSAMSegmentLib", "SegmentEditorMedSAMLib")
+
+
+def _holdsExtensionPackage(entry, moduleFolders):
+    """Whether a sys.path entry outside moduleFolders holds one of the extension's packages."""
+    try:
+        where = Path(entry or ".").resolve()
+    except OSError:
+        return False
+    if any(where == Path(folder).resolve() for folder in moduleFolders):
+        return False
+    return any((where / package).is_dir() for package in EXTENSION_PACKAGES)
+
+
 class SlicerEnvironment:
     def __init__(self, core, root=REPO_ROOT, views=True):
         self.core = core
@@ -101,7 +115,12 @@ class SlicerEnvironment:
         for name, value in self.dialogs.utilFunctions().items():
             self._savedUtil[name] = getattr(slicer.util, name, missing)
             setattr(slicer.util, name, value)
-        for folder in self.moduleFolders():
+        # In Slicer the extension's packages come from its module folders only. A development install
+        # (this checkout's editable .pth) would shadow the tree under test when that is another one
+        # (an older commit's archive), so sys.path keeps no other folder that holds them.
+        folders = self.moduleFolders()
+        sys.path[:] = [entry for entry in sys.path if not _holdsExtensionPackage(entry, folders)]
+        for folder in folders:
             loading.appendModulePath(folder)
         qtstubs.QTimer.reset()
         qtstubs.QSettings.store = {}

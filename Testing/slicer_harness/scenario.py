@@ -139,7 +139,7 @@ class EffectSession:
 
 def injectPredictor(pythonEffect, predictor):
     """Make the effect's controller use `predictor` (the tests' shared LiteMedSAM on the CPU)."""
-    from MedSAMSegmentLib.mrml_logic import MedSAMLogic
+    from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
     from MedSAMSegmentLib.settings import MedSAMSettings
 
     controller = pythonEffect.controller

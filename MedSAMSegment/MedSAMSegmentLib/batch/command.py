@@ -3,7 +3,7 @@ failed) or 2 (the manifest cannot be used; raised as an InputError for cli.main 
 
 
 def add_parser(commands, add_common):
-    from ..registry import DEFAULT_MODEL, known_models
+    from ..model.registry import DEFAULT_MODEL, known_models
 
     batch = commands.add_parser(
         "batch",

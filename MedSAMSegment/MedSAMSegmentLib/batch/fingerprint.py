@@ -36,7 +36,7 @@ def file_sha256(path):
 
 def weights_sha256(model, checkpoint=None):
     """(checkpoint path, sha256) of the weights a model would load, without loading them."""
-    from ..weights import resolve_checkpoint
+    from ..model.weights import resolve_checkpoint
 
     path = resolve_checkpoint(model, checkpoint=checkpoint)
     return str(path), file_sha256(path)

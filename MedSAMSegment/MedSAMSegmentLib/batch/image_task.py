@@ -54,7 +54,7 @@ class _Windows:
         self.array, self._known = array, {}
 
     def get(self, row):
-        from ..intensity import auto_window
+        from ..engine.intensity import auto_window
 
         key = (row.modality, row.window)
         if key not in self._known:
@@ -64,7 +64,7 @@ class _Windows:
 
 def _axis(row, image):
     from ..cli import SUPERIOR_RAS
-    from ..geometry import closest_index_axis
+    from ..engine.geometry import closest_index_axis
 
     return row.axis or closest_index_axis(image.ijk_to_ras, SUPERIOR_RAS)
 
@@ -74,14 +74,14 @@ def _added_boxes(row, image, axis):
     checks them (one slice thick, inside the volume); the reason names the box ("add_box_ijk 2 (...)")."""
     if not row.add_boxes:
         return None
-    from ..key_boxes import added_boxes_from_index_boxes
+    from ..engine.key_boxes import added_boxes_from_index_boxes
 
     return added_boxes_from_index_boxes(row.add_boxes, image.shape, axis, what="add_box_ijk")
 
 
 def _figures(mask, image, axis, result, seconds, label_path, label_value):
-    from ..geometry import numpy_axis
-    from ..metrics import dice
+    from ..engine.geometry import numpy_axis
+    from ..engine.metrics import dice
 
     voxels = int(mask.sum())
     in_plane = tuple(a for a in range(3) if a != numpy_axis(axis))
@@ -94,7 +94,7 @@ def _figures(mask, image, axis, result, seconds, label_path, label_value):
         "seconds": round(seconds, 3),
     }
     if label_path:
-        from ..imageio import read_image
+        from ..fileio.imageio import read_image
 
         label = read_image(label_path).array
         if label.shape != mask.shape:
@@ -109,7 +109,7 @@ def _pre_encode(predictor, image, rows_and_windows, options):
     wanted = options.pre_encode if options.pre_encode is not None else predictor.device.type == "cuda"
     if not wanted:
         return
-    from ..propagation import _SliceSource
+    from ..engine.propagation import _SliceSource
 
     per_slice = 256 * 64 * 64 * 4
     budget = predictor.cache.max_bytes // per_slice // 2  # never evict what this image still needs
@@ -142,8 +142,8 @@ def _plan_rows(task, image, windows):
 
 def run_image_task(task, progress=None, cancel=None):
     """Result lines (dicts) for task.rows. progress(row_number, done, total) after each slice."""
-    from ..geometry import slice_range
-    from ..imageio import read_image
+    from ..engine.geometry import slice_range
+    from ..fileio.imageio import read_image
 
     try:
         image = read_image(task.image)
@@ -185,7 +185,7 @@ def run_image_task(task, progress=None, cancel=None):
 
 
 def _run_row(task, row, image, plan, predictor, progress, cancel):
-    from ..propagation import segment_volume
+    from ..engine.propagation import segment_volume
 
     axis, box, window, added = plan
     started = time.perf_counter()
@@ -218,7 +218,7 @@ def _may_replace(task, output, fingerprint, planned):
 
 def _write_row(task, row, image, mask, predictor, figures):
     from ..cli import write_result
-    from ..imageio import output_kind
+    from ..fileio.imageio import output_kind
 
     fingerprint = task.fingerprints[row.number]
     os.makedirs(os.path.dirname(row.output), exist_ok=True)

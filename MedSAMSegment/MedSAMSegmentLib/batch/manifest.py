@@ -203,7 +203,7 @@ def _row(number, record, manifest_dir, output_dir, default_model):
         if get("label") is not None:
             fields["label"] = _in_folder(manifest_dir, get("label"))
             fields["label_value"] = _numbers(get("label_value") or 1, 1, "label_value", int)[0]
-        from ..imageio import output_kind
+        from ..fileio.imageio import output_kind
 
         output_kind(fields["output"])
     except InputError as exc:

@@ -29,7 +29,7 @@ def _layers(masks):
 
 def write_segments(path, segments, reference, tags=None, overwrite=False):
     """segments: [(name, rgb 0..1, uint8 mask (K, J, I))]; tags go on every segment."""
-    from .. import imageio
+    from ..fileio import imageio
 
     if imageio.output_kind(path) != "segmentation":
         raise InputError(f"{path}: a multi-segment file must end in .seg.nrrd")

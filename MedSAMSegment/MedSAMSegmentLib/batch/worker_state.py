@@ -38,7 +38,7 @@ class CompiledEncoder:
     note: a cohort never fails because of --compile."""
 
     def __init__(self, encode, device, notices):
-        from ..fast_vit_b import compile_encoder
+        from ..model.fast_vit_b import compile_encoder
 
         self.encode, self.compiled, self.device, self.notices = encode, compile_encoder(encode), device, notices
 
@@ -76,7 +76,7 @@ def predictor(model, options):
     with _LOCK:
         found = _PREDICTORS.get(key)
         if found is None:
-            from ..predictor import Predictor
+            from ..engine.predictor import Predictor
 
             set_threads(options.threads)
             found = _PREDICTORS[key] = Predictor(

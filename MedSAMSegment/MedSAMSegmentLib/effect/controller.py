@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import geometry, mrml_io
+from ..engine import geometry
+from ..mrml_bridge import mrml_io
 from ..errors import InputError
 from . import labelmaps, prompts
 from .job import Job
@@ -93,7 +94,7 @@ class MedSAMEffectController:
     """
 
     def __init__(self, editor, settingsProvider=None, logicFactory=None, onStatus=None):
-        from ..mrml_logic import MedSAMLogic
+        from ..mrml_bridge.mrml_logic import MedSAMLogic
         from ..settings import MedSAMSettings
 
         self.editor = editor
@@ -432,7 +433,7 @@ class MedSAMEffectController:
         if volumeNode is None:
             return
         try:
-            from ..pre_encoder import PreEncoder
+            from ..engine.pre_encoder import PreEncoder
         except ImportError:
             return
         xyToRas = np.asarray(xyToRas, dtype=float).reshape(4, 4)
@@ -445,7 +446,7 @@ class MedSAMEffectController:
         volume = mrml_io.volumeArray(volumeNode)
         if not 0 <= index < volume.shape[2 - position]:
             return
-        from ..mrml_logic import intensityWindow, windowSpec
+        from ..mrml_bridge.mrml_logic import intensityWindow, windowSpec
 
         settings = self.settingsProvider()
         if self.preEncoder is None or self._preEncoderKey != settings.predictor_key:

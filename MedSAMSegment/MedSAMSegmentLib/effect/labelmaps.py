@@ -10,7 +10,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .. import mrml_io
+from ..mrml_bridge import mrml_io
 from ..errors import InputError
 from .prompts import AXIS_POSITION
 

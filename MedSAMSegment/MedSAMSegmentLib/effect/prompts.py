@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import geometry, mrml_io
+from ..engine import geometry
+from ..mrml_bridge import mrml_io
 from ..errors import InputError
 
 MODES = ("slice", "propagate")  # this slice only | propagate through a slice range

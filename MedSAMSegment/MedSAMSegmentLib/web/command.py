@@ -16,7 +16,7 @@ REMOTE_WARNING = ("WARNING: serving on {host} over plain HTTP: the key in the UR
 
 
 def add_parser(commands, add_common):
-    from ..registry import DEFAULT_MODEL, known_models
+    from ..model.registry import DEFAULT_MODEL, known_models
 
     web = commands.add_parser(
         "web",
@@ -39,7 +39,7 @@ def add_parser(commands, add_common):
 
 def checkArguments(args):
     """UsageError / InputError / OutputError before anything starts; returns the SaveTarget."""
-    from .. import imageio
+    from ..fileio import imageio
     from ..cli import UsageError
     from .save import SaveTarget
 

@@ -10,7 +10,7 @@ fails before the server starts) and again at every Save (the file system may hav
 
 import os
 
-from .. import imageio
+from ..fileio import imageio
 from ..errors import OutputError
 
 

@@ -118,7 +118,8 @@ class WebSession:
         import vtk
         from vtkmodules.util import numpy_support
 
-        from .. import imageio, mrml_io
+        from ..fileio import imageio
+        from ..mrml_bridge import mrml_io
 
         image = imageio.read_image(path)
         depth, rows, columns = image.array.shape
@@ -185,7 +186,7 @@ class WebSession:
             self.state[name] = index
             sliceNode = view.get_view_node()
             from .effect import xyToRasArray
-            from .. import mrml_io
+            from ..mrml_bridge import mrml_io
 
             ijkToXy = np.linalg.inv(xyToRasArray(sliceNode)) @ mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
             width, height = view.render_window().GetSize()
@@ -209,7 +210,8 @@ class WebSession:
 
     def _sliceIndex(self, view):
         """(index axis position, slice count, current index) of a slice view on the volume."""
-        from .. import geometry, mrml_io
+        from ..engine import geometry
+        from ..mrml_bridge import mrml_io
         from .effect import matrixArray
         from ..effect.prompts import AXIS_POSITION
 
@@ -221,7 +223,7 @@ class WebSession:
         return position, count, int(np.rint(ijk[position]))
 
     def _setSliceIndex(self, view, position, index):
-        from .. import mrml_io
+        from ..mrml_bridge import mrml_io
         from .effect import matrixArray
 
         sliceToRas = matrixArray(view.get_view_node().GetSliceToRAS())
@@ -339,7 +341,7 @@ class WebSession:
 
     def probe(self, xyToRas, xy):
         ras = xyToRas @ np.array([xy[0], xy[1], 0.0, 1.0])
-        from .. import mrml_io
+        from ..mrml_bridge import mrml_io
 
         rasToIjk = np.linalg.inv(mrml_io.volumeIjkToWorldMatrix(self.volumeNode))
         ijk = np.rint((rasToIjk @ ras)[:3]).astype(int)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .metrics import dice
 from .slicing import get_slice, num_slices
 

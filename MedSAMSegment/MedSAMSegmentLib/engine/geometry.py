@@ -7,7 +7,7 @@ along "j" vol[:, j, :] with x = i, y = k, along "i" vol[:, :, i] with x = j, y =
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .slicing import AXES, numpy_axis, split_box, validate_box
 
 __all__ = ["AXES", "numpy_axis", "closest_index_axis", "roi_index_box", "validate_index_box", "in_plane", "slice_range"]

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import DependencyError, InputError, WeightsError
+from ..errors import DependencyError, InputError, WeightsError
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec
 
 CACHE_ENV = "MEDSAM_SEGMENT_CACHE_DIR"

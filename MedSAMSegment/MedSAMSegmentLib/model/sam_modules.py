@@ -10,7 +10,7 @@ import importlib
 import sys
 import types
 
-from .errors import DependencyError
+from ..errors import DependencyError
 
 _PACKAGE = "segment_anything"
 

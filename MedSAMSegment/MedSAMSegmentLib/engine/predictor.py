@@ -8,11 +8,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .device import encoder_dtype, import_torch, select_device
+from ..model.device import encoder_dtype, import_torch, select_device
 from .embedding_cache import EmbeddingCache
-from .errors import MedSAMError
+from ..errors import MedSAMError
 from .preprocess import transform_for
-from .registry import get_spec
+from ..model.registry import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Predictor:
 
     def __init__(self, model=None, checkpoint=None, device="auto", precision="auto", cache_mb=1024,
                  batch_size=None, optimise=True, **resolve_options):
-        from .models import load_network
+        from ..model.models import load_network
 
         self.spec = get_spec(model)
         self.device = select_device(device)
@@ -63,7 +63,7 @@ class Predictor:
 
     # -- encoder and decoder fast paths ----------------------------------------------------
     def _set_fast_paths(self):
-        from .fast_encoder import make_encoder, tune_threads
+        from ..model.fast_encoder import make_encoder, tune_threads
 
         self.encoder_generation = getattr(self, "encoder_generation", -1) + 1  # a background encode of an older one is void
 
@@ -72,7 +72,7 @@ class Predictor:
         self._encoder = make_encoder(self.network.image_encoder, self.device, self.encoder_dtype, self.optimise)
         self._decoder = None
         if self.optimise:
-            from .fast_decoder import FastMaskDecoder
+            from ..model.fast_decoder import FastMaskDecoder
 
             with import_torch().inference_mode():
                 self._decoder = FastMaskDecoder(self.network)
@@ -301,7 +301,7 @@ class BackgroundEncode:
     """
 
     def __init__(self, predictor, image, key=None):
-        from .fast_encoder import encoder_steps
+        from ..model.fast_encoder import encoder_steps
 
         torch = import_torch()
         self.predictor, self.key = predictor, key

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 CT_LEVEL, CT_WIDTH = 40.0, 400.0
 MR_PERCENTILES = (0.5, 99.5)

@@ -4,7 +4,7 @@ A slice along axis k is vol[k] (x = i, y = j); along j it is vol[:, j] (x = i, y
 it is vol[:, :, i] (x = j, y = k). Index boxes are (i0, j0, k0, i1, j1, k1), inclusive.
 """
 
-from .errors import InputError
+from ..errors import InputError
 
 AXES = ("i", "j", "k")
 _NUMPY_AXIS = {"k": 0, "j": 1, "i": 2}

@@ -1,6 +1,6 @@
 """Compute device and precision: CUDA, then Apple MPS, then CPU, unless the user says otherwise."""
 
-from .errors import DependencyError, InputError
+from ..errors import DependencyError, InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")

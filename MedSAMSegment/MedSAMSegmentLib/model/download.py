@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .errors import CancelledError, DownloadError
+from .. import __version__
+from ..errors import CancelledError, DownloadError
 
 log = logging.getLogger(__name__)
 

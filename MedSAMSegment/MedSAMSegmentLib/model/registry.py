@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 ARCHITECTURES = ("tinyvit-sam", "sam-vit")
 DEFAULT_MODEL = "litemedsam"

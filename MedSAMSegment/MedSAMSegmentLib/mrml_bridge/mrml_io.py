@@ -12,7 +12,7 @@ import slicer
 import vtk
 from vtkmodules.util import numpy_support
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
 
 
 def toNumpyMatrix(matrix):
@@ -71,7 +71,7 @@ def roiObjectToWorldAndSize(roiNode):
     if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
         raise InputError("A markups ROI node (vtkMRMLMarkupsROINode) is required")
     if roiNode.GetInsideOut():
-        from .geometry import INSIDE_OUT_ROI
+        from ..engine.geometry import INSIDE_OUT_ROI
 
         raise InputError(f"ROI '{roiNode.GetName()}': {INSIDE_OUT_ROI}")
     nodeToWorldMatrix(roiNode, "ROI")  # rejects non-linear parents; the matrix below includes them

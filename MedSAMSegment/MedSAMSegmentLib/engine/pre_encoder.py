@@ -40,7 +40,7 @@ import weakref
 from dataclasses import dataclass
 
 from .embedding_cache import content_key
-from .errors import InputError
+from ..errors import InputError
 from .slicing import get_slice, num_slices
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ min-max to [0, 1]; boxes scaled as floats; sigmoid first, then upsampled, then >
 
 import numpy as np
 
-from .errors import DependencyError
+from ..errors import DependencyError
 
 
 def _cv2():

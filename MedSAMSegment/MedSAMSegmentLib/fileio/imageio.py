@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DependencyError, InputError, OutputError
+from ..errors import DependencyError, InputError, OutputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 LABELMAP_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import slicer
 
-from . import geometry, mrml_io
-from .errors import InputError
-from .intensity import auto_window, explicit_window
-from .propagation import MODES, segment_slice, segment_volume
-from .settings import MedSAMSettings, shared_predictor
+from ..engine import geometry
+from . import mrml_io
+from ..errors import InputError
+from ..engine.intensity import auto_window, explicit_window
+from ..engine.propagation import MODES, segment_slice, segment_volume
+from ..settings import MedSAMSettings, shared_predictor
 
 DEFAULT_SEGMENT_NAME = "MedSAM"
 SUPERIOR = (0.0, 0.0, 1.0)
@@ -159,7 +160,7 @@ class MedSAMLogic:
 
     @staticmethod
     def _addedBoxes(addBoxes, shape, ijkToWorld, axis):
-        from .key_boxes import added_boxes_from_index_boxes
+        from ..engine.key_boxes import added_boxes_from_index_boxes
 
         boxes = []
         for n, item in enumerate(addBoxes or ()):
