@@ -116,8 +116,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget):
         return combo
 
     def _setupSettings(self):
-        from MedSAMSegmentLib.model.device import DEVICES, PRECISIONS
         from MedSAMSegmentLib.engine.propagation import MODES
+        from MedSAMSegmentLib.model.device import DEVICES, PRECISIONS
         from MedSAMSegmentLib.model.registry import get_spec, known_models
 
         form = self._section(_("Settings"))

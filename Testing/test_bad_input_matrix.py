@@ -28,15 +28,15 @@ import SimpleITK as sitk
 from engine_support import dice, shared_predictor
 from helpers_http import LocalServer
 from cli_support import assert_one_line_error, call
-from MedSAMSegmentLib.engine import geometry
-from MedSAMSegmentLib.fileio import imageio
 from MedSAMSegmentLib import overlay
 from MedSAMSegmentLib.demo import OVERLAY_NAME, SEGMENTATION_NAME
-from MedSAMSegmentLib.errors import InputError, OutputError
-from MedSAMSegmentLib.fileio.imageio import read_image
+from MedSAMSegmentLib.engine import geometry
 from MedSAMSegmentLib.engine.intensity import auto_window, explicit_window
-from MedSAMSegmentLib.fileio.markups import write_roi_json
 from MedSAMSegmentLib.engine.propagation import segment_slice, segment_volume
+from MedSAMSegmentLib.errors import InputError, OutputError
+from MedSAMSegmentLib.fileio import imageio
+from MedSAMSegmentLib.fileio.imageio import read_image
+from MedSAMSegmentLib.fileio.markups import write_roi_json
 
 LIB_DIR = Path(__file__).resolve().parent.parent / "MedSAMSegment"
 LESION = (slice(24, 40), slice(20, 44))  # rows (y = j), columns (x = i) of the object in every test slice
@@ -416,8 +416,8 @@ UNPRIVILEGED = textwrap.dedent(
     import numpy as np, SimpleITK
     import http.client, urllib.request, email.parser, hashlib, secrets, contextlib
     from MedSAMSegmentLib import cli, errors
-    from MedSAMSegmentLib.model import download, registry, weights
     from MedSAMSegmentLib.fileio import imageio, markups
+    from MedSAMSegmentLib.model import download, registry, weights
     cli.build_parser()  # imports what the sub-commands need while the library can still be read
     if os.geteuid() == 0:  # drop root for good: permissions bind only on other users
         os.setgroups([])

@@ -12,11 +12,11 @@ from test_batch import ABDOMEN, GALLBLADDER_BOX, KIDNEY_BOX
 def test_pre_encoding_encodes_each_slice_once_in_batches_and_keeps_the_masks(cases_dir):
     from MedSAMSegmentLib.batch.image_task import _pre_encode
     from MedSAMSegmentLib.batch.worker_state import EngineOptions
-    from MedSAMSegmentLib.fileio.imageio import read_image
     from MedSAMSegmentLib.engine.intensity import auto_window
     from MedSAMSegmentLib.engine.metrics import dice
     from MedSAMSegmentLib.engine.predictor import Predictor
     from MedSAMSegmentLib.engine.propagation import segment_volume
+    from MedSAMSegmentLib.fileio.imageio import read_image
 
     predictor = Predictor("litemedsam", device="cpu", precision="float32", cache_mb=256)
     image = read_image(ABDOMEN / "image.nii.gz")

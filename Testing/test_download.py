@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSegment"))
 
 from helpers_http import LocalServer  # noqa: E402
-from MedSAMSegmentLib.model.download import download, part_path  # noqa: E402
 from MedSAMSegmentLib.errors import CancelledError, DownloadError, WeightsError  # noqa: E402
+from MedSAMSegmentLib.model.download import download, part_path  # noqa: E402
 
 SIZE = 300_000
 CHUNK = 16_384

@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("torch")
 
-from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE, SAMPLE_LABEL, official_box  # noqa: E402
 from MedSAMSegmentLib.effect.controller import MedSAMEffectController  # noqa: E402
 from MedSAMSegmentLib.effect.editors import LogicEditor  # noqa: E402
-from MedSAMSegmentLib.errors import InputError  # noqa: E402
 from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.errors import InputError  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic  # noqa: E402
 from MedSAMSegmentLib.settings import MedSAMSettings  # noqa: E402
 

@@ -12,8 +12,8 @@ from MedSAMSegmentLib.effect import labelmaps, prompts  # noqa: E402
 from MedSAMSegmentLib.effect.prompts import BoxPrompt  # noqa: E402
 from MedSAMSegmentLib.effect.rubberband import RubberBand  # noqa: E402
 
-from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.errors import InputError  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic  # noqa: E402
 
 SHAPE = (12, 40, 50)  # K, J, I

@@ -12,8 +12,8 @@ BOXES = [(60, 50, 150, 140), (10, 20, 240, 200), (120, 90, 130, 100)]  # model c
 
 @pytest.fixture(scope="module")
 def network_and_embedding():
-    from MedSAMSegmentLib.model.models import load_network
     from MedSAMSegmentLib.engine.preprocess import LiteTransform
+    from MedSAMSegmentLib.model.models import load_network
 
     path = REFERENCE_DIR / "mr_abdomen_totalseg" / "_input_uint8.npz"
     if not path.is_file():
@@ -107,8 +107,8 @@ def test_the_cached_embedding_is_never_written(network_and_embedding):
 def test_a_non_square_slice_skips_the_padding_and_keeps_its_mask(network_and_embedding, hw):
     """The logits of the grid's padding (below or right of a non-square slice) are never upscaled;
     the part the mask reads, and so the mask, is the full decode's."""
-    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
     from MedSAMSegmentLib.engine.preprocess import LiteTransform
+    from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
 
     net, embedding = network_and_embedding
     transform = LiteTransform()

@@ -113,9 +113,9 @@ def test_make_encoder_selects_the_path():
 
 
 def test_predictor_uses_the_fast_paths_by_default(real_slice, reference_embedding):
+    from MedSAMSegmentLib.engine.predictor import Predictor
     from MedSAMSegmentLib.model.fast_decoder import FastMaskDecoder
     from MedSAMSegmentLib.model.fast_encoder import FastTinyViT
-    from MedSAMSegmentLib.engine.predictor import Predictor
 
     fast = Predictor(model="litemedsam", device="cpu", cache_mb=16)
     assert isinstance(fast._encoder, FastTinyViT) and fast._encoder.dtype == torch.float32

@@ -24,9 +24,9 @@ from cli_support import call
 from engine_support import load_case, shared_predictor
 from MedSAMSegmentLib.demo import SAMPLE_IMAGE
 from MedSAMSegmentLib.engine.embedding_cache import EmbeddingCache
-from MedSAMSegmentLib.errors import MedSAMError
 from MedSAMSegmentLib.engine.intensity import auto_window
 from MedSAMSegmentLib.engine.propagation import segment_volume
+from MedSAMSegmentLib.errors import MedSAMError
 
 torch = pytest.importorskip("torch")
 
@@ -248,9 +248,9 @@ def test_core_modules_import_and_fail_clearly_without_torch():
         import MedSAMSegmentLib.engine.predictor
         assert "torch" not in sys.modules, "torch was imported"
         from MedSAMSegmentLib.errors import DependencyError
-        from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor
-        from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
         from MedSAMSegmentLib.model.weights import load_state_dict, embedded_litemedsam_path
+        from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic
+        from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor
         settings = MedSAMSettings.from_dict({"device": "cpu"})
         for what, call in [("shared_predictor", lambda: shared_predictor(settings)),
                            ("logic.predictor", lambda: MedSAMLogic(settings).predictor),

@@ -10,11 +10,11 @@ import pytest
 
 from cli_support import assert_one_line_error, call
 from engine_support import dice, load_case, shared_predictor
-from MedSAMSegmentLib.errors import InputError
 from MedSAMSegmentLib.engine.intensity import auto_window, explicit_window
 from MedSAMSegmentLib.engine.key_boxes import added_boxes_from_index_boxes
 from MedSAMSegmentLib.engine.propagation import MODES, segment_volume
 from MedSAMSegmentLib.engine.slicing import key_slice_box
+from MedSAMSegmentLib.errors import InputError
 
 BRAIN_BOX = (189, 144, 11, 208, 160, 17)  # the reference box of ../shared (summary.json)
 MOVED_AT = 5  # the synthetic disc jumps out of the first box on this slice

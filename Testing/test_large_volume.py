@@ -59,9 +59,9 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     import numpy as np
     import SimpleITK  # noqa: F401  (imported before the baseline, as the CLI has it loaded)
-    from MedSAMSegmentLib.fileio.imageio import read_image
     from MedSAMSegmentLib.engine.intensity import auto_window, ct_window, guess_modality, mr_percentile_window
     from MedSAMSegmentLib.engine.slicing import get_slice
+    from MedSAMSegmentLib.fileio.imageio import read_image
 
     def status(field):  # bytes; /proc reports kB
         with open("/proc/self/status") as f:

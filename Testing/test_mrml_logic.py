@@ -16,9 +16,9 @@ sitk = pytest.importorskip("SimpleITK")
 
 import slicercore  # noqa: E402
 from MedSAMSegmentLib.engine import geometry  # noqa: E402
-from MedSAMSegmentLib.mrml_bridge import mrml_io
-from MedSAMSegmentLib.errors import CancelledError, InputError, OutputError  # noqa: E402
 from MedSAMSegmentLib.engine.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.errors import CancelledError, InputError, OutputError  # noqa: E402
+from MedSAMSegmentLib.mrml_bridge import mrml_io  # noqa: E402
 from MedSAMSegmentLib.mrml_bridge.mrml_logic import MedSAMLogic  # noqa: E402
 from MedSAMSegmentLib.settings import MedSAMSettings, shared_predictor  # noqa: E402
 

@@ -198,8 +198,8 @@ def test_a_foreground_call_during_a_background_step_runs_right_after_that_step(f
     """The foreground call arrives while step 3 of a background encode holds the model: no further
     background step runs before the foreground's own encode starts. The background then resumes
     its slice where it stopped (no step is run twice) and stores it."""
-    from MedSAMSegmentLib.model.fast_encoder import encoder_steps
     from MedSAMSegmentLib.engine.propagation import segment_slice
+    from MedSAMSegmentLib.model.fast_encoder import encoder_steps
 
     pre = pre_encoder()
     log, results = [], []

@@ -16,8 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "MedSAMSegment"
 sys.path.insert(0, str(SRC))
 
 from helpers_http import LocalServer  # noqa: E402
-from MedSAMSegmentLib.model import registry  # noqa: E402
 from MedSAMSegmentLib.errors import InputError, WeightsError  # noqa: E402
+from MedSAMSegmentLib.model import registry  # noqa: E402
 from MedSAMSegmentLib.model.registry import DEFAULT_MODEL, MODELS, get_spec, register  # noqa: E402
 from MedSAMSegmentLib.model.weights import (  # noqa: E402
     default_cache_dir,

@@ -278,8 +278,8 @@ def random_checkpoint(model, folder):
 def sweep(args, checkpoints):
     import torch
 
-    from MedSAMSegmentLib.model.fast_encoder import make_encoder
     from MedSAMSegmentLib.engine.predictor import Predictor
+    from MedSAMSegmentLib.model.fast_encoder import make_encoder
 
     print("\n| model | device | precision | encoder | batch | slices/s | ms per slice |")
     print("|---|---|---|---|---|---|---|")

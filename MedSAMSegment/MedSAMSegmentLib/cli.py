@@ -277,8 +277,8 @@ def run_segment(args, say):
         raise UsageError(f"--name {args.name!r} must be one non-empty line")
 
     from .engine import geometry
-    from .fileio.imageio import read_image
     from .engine.intensity import auto_window
+    from .fileio.imageio import read_image
 
     started = time.perf_counter()
     image = read_image(args.image)

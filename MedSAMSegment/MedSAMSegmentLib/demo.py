@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OutputError
 from .engine.metrics import dice
+from .errors import InputError, OutputError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "pyradiomics-brain1"
 SAMPLE_IMAGE, SAMPLE_LABEL = SAMPLE_DIR / "brain1_image.nrrd", SAMPLE_DIR / "brain1_label.nrrd"
@@ -88,10 +88,10 @@ def run_demo(output_dir="medsam-demo-output", device="auto", say=print, progress
     other files of the same names never (OutputError before any work, see check_output_dir).
     """
     from . import overlay
-    from .fileio.imageio import read_image, write_seg_nrrd
     from .engine.intensity import auto_window
     from .engine.predictor import Predictor
     from .engine.propagation import segment_volume
+    from .fileio.imageio import read_image, write_seg_nrrd
 
     seg_path, png_path = check_output_dir(output_dir)
     image = read_image(SAMPLE_IMAGE)

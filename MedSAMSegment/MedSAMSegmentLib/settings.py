@@ -8,9 +8,9 @@ module both call shared_predictor(settings) so one model and one embedding cache
 import threading
 from dataclasses import dataclass, fields
 
-from .model.device import DEVICES, PRECISIONS
-from .errors import InputError
 from .engine.propagation import MODES
+from .errors import InputError
+from .model.device import DEVICES, PRECISIONS
 from .model.registry import DEFAULT_MODEL, get_spec
 
 

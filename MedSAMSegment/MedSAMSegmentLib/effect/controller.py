@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import geometry
-from ..mrml_bridge import mrml_io
 from ..errors import InputError
+from ..mrml_bridge import mrml_io
 from . import labelmaps, prompts
 from .job import Job
 

@@ -10,8 +10,8 @@ import numpy as np
 import slicer
 import vtk
 
-from ..mrml_bridge import mrml_io
 from ..errors import InputError
+from ..mrml_bridge import mrml_io
 from .prompts import AXIS_POSITION
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import geometry
-from ..mrml_bridge import mrml_io
 from ..errors import InputError
+from ..mrml_bridge import mrml_io
 
 MODES = ("slice", "propagate")  # this slice only | propagate through a slice range
 RANGES = ("roi", "around", "volume")  # the prompt's own slices | N slices each side | the whole volume

@@ -39,8 +39,8 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from .embedding_cache import content_key
 from ..errors import InputError
+from .embedding_cache import content_key
 from .slicing import get_slice, num_slices
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..model.device import encoder_dtype, import_torch, select_device
-from .embedding_cache import EmbeddingCache
 from ..errors import MedSAMError
-from .preprocess import transform_for
+from ..model.device import encoder_dtype, import_torch, select_device
 from ..model.registry import get_spec
+from .embedding_cache import EmbeddingCache
+from .preprocess import transform_for
 
 log = logging.getLogger(__name__)
 

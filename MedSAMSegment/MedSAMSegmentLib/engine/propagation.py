@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .embedding_cache import content_key
 from ..errors import CancelledError, InputError
+from .embedding_cache import content_key
 from .metrics import dice
 from .slicing import get_slice, num_slices, slice_index, split_box, validate_box
 

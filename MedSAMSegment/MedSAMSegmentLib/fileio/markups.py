@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputError
 from ..engine.geometry import INSIDE_OUT_ROI
+from ..errors import InputError
 from .imageio import atomic_output, check_readable
 
 SCHEMA = (

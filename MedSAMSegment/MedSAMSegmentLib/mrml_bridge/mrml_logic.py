@@ -13,11 +13,11 @@ import numpy as np
 import slicer
 
 from ..engine import geometry
-from . import mrml_io
-from ..errors import InputError
 from ..engine.intensity import auto_window, explicit_window
 from ..engine.propagation import MODES, segment_slice, segment_volume
+from ..errors import InputError
 from ..settings import MedSAMSettings, shared_predictor
+from . import mrml_io
 
 DEFAULT_SEGMENT_NAME = "MedSAM"
 SUPERIOR = (0.0, 0.0, 1.0)

@@ -39,8 +39,8 @@ def add_parser(commands, add_common):
 
 def checkArguments(args):
     """UsageError / InputError / OutputError before anything starts; returns the SaveTarget."""
-    from ..fileio import imageio
     from ..cli import UsageError
+    from ..fileio import imageio
     from .save import SaveTarget
 
     if not isLoopback(args.host) and not args.allow_remote:

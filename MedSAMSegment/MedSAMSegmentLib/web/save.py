@@ -10,8 +10,8 @@ fails before the server starts) and again at every Save (the file system may hav
 
 import os
 
-from ..fileio import imageio
 from ..errors import OutputError
+from ..fileio import imageio
 
 
 class SaveTarget:

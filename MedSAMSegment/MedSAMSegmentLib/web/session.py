@@ -185,8 +185,8 @@ class WebSession:
             self.state[f"{name}_max"] = count - 1
             self.state[name] = index
             sliceNode = view.get_view_node()
-            from .effect import xyToRasArray
             from ..mrml_bridge import mrml_io
+            from .effect import xyToRasArray
 
             ijkToXy = np.linalg.inv(xyToRasArray(sliceNode)) @ mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
             width, height = view.render_window().GetSize()
@@ -210,10 +210,10 @@ class WebSession:
 
     def _sliceIndex(self, view):
         """(index axis position, slice count, current index) of a slice view on the volume."""
+        from ..effect.prompts import AXIS_POSITION
         from ..engine import geometry
         from ..mrml_bridge import mrml_io
         from .effect import matrixArray
-        from ..effect.prompts import AXIS_POSITION
 
         sliceToRas = matrixArray(view.get_view_node().GetSliceToRAS())
         ijkToRas = mrml_io.volumeIjkToWorldMatrix(self.volumeNode)
