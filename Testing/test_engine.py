@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from engine_support import dice, load_case, shared_predictor
-from MedSAMSegmentLib.errors import CancelledError, InputError
 from MedSAMSegmentLib.engine.intensity import auto_window
 from MedSAMSegmentLib.engine.propagation import segment_slice, segment_volume
+from MedSAMSegmentLib.errors import CancelledError, InputError
 
 CASE = "mr_brain1_tumor"
 BOX = (189, 144, 11, 208, 160, 17)  # tumour: tight box on its middle slice, its slice range
@@ -286,6 +286,30 @@ def test_rim_rule_needs_an_official_mask_that_continues_the_previous_slice():
         run = _Propagator(_ScriptedDecoder([(official, 0.8), (grown, 0.9)]), None, (20, 20, 44, 44), (64, 64),
                           "default", None, None, 1, rules)
         mask, _ = run._best_candidate(None, box, prev)
+        assert np.array_equal(mask, kept)
+
+
+def test_one_sided_pixels_are_kept_where_no_grey_value_edge_separates_them():
+    """The seam rule: pixels a wider box adds on one side only are the same object where the image
+    shows no edge between them and the official mask (a vein the official box cut along its length),
+    and a neighbour where one does (the next vertebra has its own outline)."""
+    from dataclasses import replace
+
+    from MedSAMSegmentLib.engine.propagation import DEFAULT_RULES, _Propagator, _rim_share, _seam_edge
+
+    j, i = np.ogrid[:64, :64]
+    prev, box = _disc(10), np.array([80, 80, 176, 176], np.float32)
+    official = _disc(6)
+    wider = official | ((i - 40) ** 2 + (j - 32) ** 2 <= 36)  # added on one side only
+    assert _rim_share(wider, official) < DEFAULT_RULES.wider_min_rim
+    one_tissue = np.where(wider, 100.0, 0.0)  # the added pixels continue the official mask's grey value
+    two_tissues = np.where(official, 100.0, np.where(wider, 200.0, 0.0))  # an edge between them
+    assert _seam_edge(one_tissue, wider, official) < DEFAULT_RULES.wider_seam_edge < _seam_edge(two_tissues, wider, official)
+    for rules, image, kept in ((DEFAULT_RULES, one_tissue, wider), (DEFAULT_RULES, two_tissues, official),
+                               (replace(DEFAULT_RULES, wider_seam_edge=0.0), one_tissue, official)):
+        run = _Propagator(_ScriptedDecoder([(official, 0.8), (wider, 0.9)]), None, (20, 20, 44, 44), (64, 64),
+                          "default", None, None, 1, rules)
+        mask, _ = run._best_candidate(None, box, prev, image)
         assert np.array_equal(mask, kept)
 
 

@@ -82,14 +82,14 @@ class LiteTransform:
         import torch
         from torch.nn import functional as F
 
-        newh, neww = resized_shape(hw[0], hw[1], self.size)
+        newh, neww = self.logits_extent(hw)
         cropped = logits[None, None, :newh, :neww].float()
         up = F.interpolate(cropped, size=tuple(hw), mode="bilinear", align_corners=False)
         return (torch.sigmoid(up) > 0.5)[0, 0].cpu().numpy()
 
     def model_extent(self, hw):
         """(width, height) the slice occupies in model coordinates (the rest is padding)."""
-        newh, neww = resized_shape(hw[0], hw[1], self.size)
+        newh, neww = self.logits_extent(hw)
         return neww, newh
 
     def box_to_pixels(self, model_box, hw):
